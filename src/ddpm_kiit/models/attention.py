@@ -1,0 +1,71 @@
+"""Attention layers of the SimpleUNet family: multi-head self-attention and CBAM."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SelfAttentionBlock(nn.Module):
+    """Pre-norm transformer block over the pixels of a feature map.
+
+    tokens = tokens + Attention(LayerNorm(tokens)); tokens = tokens + FFN(LayerNorm(tokens)), as in the talk's
+    `SelfAttention` module, which wrapped `nn.MultiheadAttention`. We keep its packed q/k/v projection (`to_qkv`
+    holds what `in_proj_weight` held) and call `F.scaled_dot_product_attention`, which picks a fused kernel and
+    takes any number of heads.
+    """
+
+    def __init__(self, channels: int, num_heads: int = 1, ff_mult: int = 4):
+        super().__init__()
+        if num_heads < 1 or channels % num_heads:
+            raise ValueError(
+                f"`num_attention_heads`={num_heads} must be >= 1 and divide the {channels} channels it attends over; "
+                f"valid choices include {[h for h in (1, 2, 4, 8, 16) if channels % h == 0]}."
+            )
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(channels)
+        self.to_qkv = nn.Linear(channels, 3 * channels)
+        self.to_out = nn.Linear(channels, channels)
+        self.norm2 = nn.LayerNorm(channels)
+        self.ff = nn.Sequential(nn.Linear(channels, ff_mult * channels), nn.GELU(), nn.Linear(ff_mult * channels, channels))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = hidden_states.shape
+        tokens = hidden_states.flatten(2).transpose(1, 2)  # (batch, height * width, channels)
+        query, key, value = self.to_qkv(self.norm1(tokens)).chunk(3, dim=-1)
+        query, key, value = (
+            x.reshape(batch, height * width, self.num_heads, -1).transpose(1, 2) for x in (query, key, value)
+        )
+        attended = F.scaled_dot_product_attention(query, key, value)
+        tokens = tokens + self.to_out(attended.transpose(1, 2).reshape(batch, height * width, channels))
+        tokens = tokens + self.ff(self.norm2(tokens))
+        return tokens.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+class CBAM(nn.Module):
+    """Convolutional Block Attention Module (Woo et al. 2018) in the talk's form.
+
+    Channel gate: sigmoid(MLP(avgpool(x))), the MLP being two 1x1 convolutions with a `reduction` bottleneck.
+    Spatial gate: sigmoid(conv7x7([mean_c(x), max_c(x)])). The talk pools only by average in the channel gate;
+    Woo et al. also add the max-pooled branch.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        if reduction < 1 or channels // reduction < 1:
+            raise ValueError(
+                f"`cbam_reduction`={reduction} leaves no hidden channels for a block of {channels} channels; "
+                f"use a value between 1 and {channels}."
+            )
+        hidden = channels // reduction
+        self.channel_fc1 = nn.Conv2d(channels, hidden, 1)
+        self.channel_fc2 = nn.Conv2d(hidden, channels, 1)
+        self.spatial_conv = nn.Conv2d(2, 1, 7, padding=3)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        pooled = hidden_states.mean(dim=(2, 3), keepdim=True)
+        channel_gate = torch.sigmoid(self.channel_fc2(F.relu(self.channel_fc1(pooled))))
+        hidden_states = hidden_states * channel_gate
+        descriptor = torch.cat(
+            [hidden_states.mean(dim=1, keepdim=True), hidden_states.amax(dim=1, keepdim=True)], dim=1
+        )
+        return hidden_states * torch.sigmoid(self.spatial_conv(descriptor))

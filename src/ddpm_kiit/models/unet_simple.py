@@ -1,0 +1,290 @@
+"""The talk's SimpleUNet family (plain, self-attention, CBAM) as one configurable Diffusers model."""
+
+from typing import Optional, Tuple, Union
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d import UNet2DOutput
+from torch import nn
+
+from .attention import CBAM, SelfAttentionBlock
+from .embeddings import SinusoidalTimestepEmbedding
+
+NORM_TYPES = ("batch", "group")
+ACT_FNS = {"relu": nn.ReLU, "silu": nn.SiLU}
+TIME_EMBEDDING_NORMS = ("relu", "default", "scale_shift")
+ATTENTION_TYPES = (None, "self_attention", "cbam")
+ATTENTION_PLACEMENTS = ("bottleneck",)
+SEED_VARIANTS = {
+    "simple": {"attention_type": None},
+    "self_attention": {"attention_type": "self_attention"},
+    "cbam": {"attention_type": "cbam"},
+}
+
+
+def _make_norm(norm_type: str, channels: int, num_groups: int) -> nn.Module:
+    if norm_type == "batch":
+        return nn.BatchNorm2d(channels)
+    return nn.GroupNorm(num_groups, channels)
+
+
+class SimpleUNetBlock(nn.Module):
+    """One down or up stage: two 3x3 convolutions, the time embedding, optional CBAM, then a stride-2 resample.
+
+    With `norm_type="batch"` the order is the talk's (conv, activation, BatchNorm); with `"group"` it is the usual
+    conv, GroupNorm, activation. `time_embedding_norm` says how the time embedding enters after the first conv:
+    `"relu"` adds relu(Linear(t)) as the talk did (a bias that can only be non-negative), `"default"` adds Linear(t),
+    `"scale_shift"` applies h * (1 + scale) + shift.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        temb_channels: int,
+        up: bool,
+        norm_type: str,
+        norm_num_groups: int,
+        act_fn: str,
+        time_embedding_norm: str,
+        use_cbam: bool,
+        cbam_reduction: int,
+    ):
+        super().__init__()
+        self.norm_type = norm_type
+        self.time_embedding_norm = time_embedding_norm
+        time_channels = 2 * out_channels if time_embedding_norm == "scale_shift" else out_channels
+        self.time_proj = nn.Linear(temb_channels, time_channels)
+        # Up blocks see their input concatenated with the matching skip connection.
+        self.conv1 = nn.Conv2d(2 * in_channels if up else in_channels, out_channels, 3, padding=1)
+        self.norm1 = _make_norm(norm_type, out_channels, norm_num_groups)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.norm2 = _make_norm(norm_type, out_channels, norm_num_groups)
+        self.act = ACT_FNS[act_fn]()
+        self.cbam = CBAM(out_channels, cbam_reduction) if use_cbam else None
+        if up:
+            self.transform = nn.ConvTranspose2d(out_channels, out_channels, 4, 2, 1)
+        else:
+            self.transform = nn.Conv2d(out_channels, out_channels, 4, 2, 1)
+
+    def _conv_norm_act(self, conv: nn.Module, norm: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.norm_type == "batch":
+            return norm(self.act(conv(hidden_states)))
+        return self.act(norm(conv(hidden_states)))
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        hidden_states = self._conv_norm_act(self.conv1, self.norm1, hidden_states)
+        time_features = self.time_proj(temb)[:, :, None, None]
+        if self.time_embedding_norm == "relu":
+            hidden_states = hidden_states + torch.relu(time_features)
+        elif self.time_embedding_norm == "default":
+            hidden_states = hidden_states + time_features
+        else:
+            scale, shift = time_features.chunk(2, dim=1)
+            hidden_states = hidden_states * (1 + scale) + shift
+        hidden_states = self._conv_norm_act(self.conv2, self.norm2, hidden_states)
+        if self.cbam is not None:
+            hidden_states = self.cbam(hidden_states)
+        return self.transform(hidden_states)
+
+
+class SimpleUNet2DModel(ModelMixin, ConfigMixin):
+    r"""
+    The SimpleUNet of the KIIT DDPM talk, and the configurations that improve on it.
+
+    The defaults build the talk's `SimpleUnet`: a 3x3 input convolution, `len(block_out_channels) - 1` down blocks
+    that halve the resolution, as many up blocks that double it again (each fed the matching down block's output
+    through a skip connection), and a 1x1 output convolution. [`~SimpleUNet2DModel.from_seed_variant`] builds the
+    three models of the talk layer for layer.
+
+    Parameters:
+        sample_size (`int`, *optional*, defaults to 32):
+            Height and width of the images the model is trained on (used by pipelines to draw noise).
+        in_channels (`int`, *optional*, defaults to 3): Channels of the input image.
+        out_channels (`int`, *optional*, defaults to 3): Channels of the output.
+        block_out_channels (`Tuple[int]`, *optional*, defaults to `(64, 128, 256, 512, 1024)`):
+            Width of the input convolution, then of each down block. Up blocks use the reversed tuple.
+        time_embedding_dim (`int`, *optional*, defaults to 32): Size of the sinusoidal time embedding (even, >= 4).
+        norm_type (`str`, *optional*, defaults to `"batch"`):
+            `"batch"` (the talk's BatchNorm; its running statistics average over all noise levels) or `"group"`.
+        norm_num_groups (`int`, *optional*, defaults to 32): Groups of GroupNorm when `norm_type="group"`.
+        act_fn (`str`, *optional*, defaults to `"relu"`): `"relu"` (the talk) or `"silu"`.
+        time_embedding_norm (`str`, *optional*, defaults to `"relu"`):
+            How blocks use the time embedding: `"relu"` (the talk: add relu(Linear(t))), `"default"` (add Linear(t))
+            or `"scale_shift"` (h * (1 + scale) + shift).
+        attention_type (`str`, *optional*):
+            `None`, `"self_attention"` (a transformer block at `attention_placement`) or `"cbam"` (the talk's CBAM
+            model: CBAM gating the main path of every block, plus the self-attention block).
+        attention_placement (`str`, *optional*, defaults to `"bottleneck"`): Where self-attention sits.
+        num_attention_heads (`int`, *optional*, defaults to 1): Heads of the self-attention block.
+        cbam_reduction (`int`, *optional*, defaults to 16): Channel reduction of CBAM's channel gate.
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 32,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        block_out_channels: Tuple[int, ...] = (64, 128, 256, 512, 1024),
+        time_embedding_dim: int = 32,
+        norm_type: str = "batch",
+        norm_num_groups: int = 32,
+        act_fn: str = "relu",
+        time_embedding_norm: str = "relu",
+        attention_type: Optional[str] = None,
+        attention_placement: str = "bottleneck",
+        num_attention_heads: int = 1,
+        cbam_reduction: int = 16,
+    ):
+        super().__init__()
+        self._check_config()
+        block_out_channels = tuple(block_out_channels)
+        self.time_embedding = SinusoidalTimestepEmbedding(time_embedding_dim, ACT_FNS[act_fn]())
+        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], 3, padding=1)
+
+        block_kwargs = {
+            "temb_channels": time_embedding_dim,
+            "norm_type": norm_type,
+            "norm_num_groups": norm_num_groups,
+            "act_fn": act_fn,
+            "time_embedding_norm": time_embedding_norm,
+            "use_cbam": attention_type == "cbam",
+            "cbam_reduction": cbam_reduction,
+        }
+        down = block_out_channels
+        up = block_out_channels[::-1]
+        self.down_blocks = nn.ModuleList(
+            [SimpleUNetBlock(down[i], down[i + 1], up=False, **block_kwargs) for i in range(len(down) - 1)]
+        )
+        self.mid_attention = (
+            SelfAttentionBlock(block_out_channels[-1], num_attention_heads) if attention_type is not None else None
+        )
+        self.up_blocks = nn.ModuleList(
+            [SimpleUNetBlock(up[i], up[i + 1], up=True, **block_kwargs) for i in range(len(up) - 1)]
+        )
+        self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, 1)
+
+    def _check_config(self):
+        config = self.config
+        if config.norm_type not in NORM_TYPES:
+            raise ValueError(f"`norm_type` must be one of {NORM_TYPES}, got {config.norm_type!r}.")
+        if config.act_fn not in ACT_FNS:
+            raise ValueError(f"`act_fn` must be one of {tuple(ACT_FNS)}, got {config.act_fn!r}.")
+        if config.time_embedding_norm not in TIME_EMBEDDING_NORMS:
+            raise ValueError(
+                f"`time_embedding_norm` must be one of {TIME_EMBEDDING_NORMS}, got {config.time_embedding_norm!r}."
+            )
+        if config.attention_type not in ATTENTION_TYPES:
+            raise ValueError(f"`attention_type` must be one of {ATTENTION_TYPES}, got {config.attention_type!r}.")
+        if config.attention_placement not in ATTENTION_PLACEMENTS:
+            raise ValueError(
+                f"`attention_placement` must be one of {ATTENTION_PLACEMENTS}, got {config.attention_placement!r}."
+            )
+        for name in ("in_channels", "out_channels", "sample_size"):
+            value = getattr(config, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        channels = config.block_out_channels
+        if len(channels) < 2 or any(not isinstance(c, int) or c < 1 for c in channels):
+            raise ValueError(
+                f"`block_out_channels` must hold at least two positive integers (the input width, then one per down "
+                f"block), got {channels!r}. The talk uses (64, 128, 256, 512, 1024)."
+            )
+        if config.norm_type == "group":
+            bad = [c for c in channels if c % config.norm_num_groups]
+            if bad:
+                raise ValueError(
+                    f"With `norm_type='group'`, every entry of `block_out_channels` must be divisible by "
+                    f"`norm_num_groups`={config.norm_num_groups}; {bad} are not. Change the widths or the group count."
+                )
+        down_factor = 2 ** (len(channels) - 1)
+        if config.sample_size % down_factor:
+            raise ValueError(self._size_message("`sample_size`", config.sample_size, down_factor))
+
+    @property
+    def downsample_factor(self) -> int:
+        """How much the down blocks shrink an image; height and width must be multiples of it."""
+        return 2 ** len(self.down_blocks)
+
+    @staticmethod
+    def _size_message(what: str, size: int, factor: int) -> str:
+        lower, upper = (size // factor) * factor, (size // factor + 1) * factor
+        nearest = [s for s in (lower, upper) if s > 0]
+        return (
+            f"{what} {size} is not divisible by {factor} (2 to the power of the number of down blocks). "
+            f"The nearest valid sizes are {nearest}; pad or resize the images (28x28 digits are padded to 32 by "
+            f"`ddpm_kiit.data`), or use fewer `block_out_channels`."
+        )
+
+    @classmethod
+    def from_seed_variant(cls, name: str, **overrides) -> "SimpleUNet2DModel":
+        """Builds one of the talk's three models: `"simple"` (SimpleUnet), `"self_attention"` (SimpleUnetWSelfAttn)
+        or `"cbam"` (SimpleUnetWCBAM, which also holds the self-attention block). Keyword arguments override the
+        config, e.g. `in_channels=1, out_channels=1` for MNIST."""
+        if name not in SEED_VARIANTS:
+            raise ValueError(f"Unknown seed variant {name!r}; choose one of {tuple(SEED_VARIANTS)}.")
+        return cls(**{**SEED_VARIANTS[name], **overrides})
+
+    def _check_sample(self, sample: torch.Tensor):
+        if sample.ndim != 4:
+            raise ValueError(
+                f"`sample` must have shape (batch, channels, height, width), got a tensor of shape {tuple(sample.shape)}."
+            )
+        if sample.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"`sample` has {sample.shape[1]} channels but this model has `in_channels`={self.config.in_channels}. "
+                f"Convert the images (e.g. greyscale vs RGB) or build the model with `in_channels={sample.shape[1]}`."
+            )
+        factor = self.downsample_factor
+        for what, size in (("height", sample.shape[2]), ("width", sample.shape[3])):
+            if size % factor:
+                raise ValueError(self._size_message(f"`sample` {what}", size, factor))
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: Union[torch.Tensor, float, int],
+        return_dict: bool = True,
+    ) -> Union[UNet2DOutput, Tuple[torch.Tensor]]:
+        r"""
+        Args:
+            sample (`torch.Tensor`): Noisy input of shape `(batch, channels, height, width)`.
+            timestep (`torch.Tensor` or `float` or `int`): The timestep, one for the batch or one per sample.
+            return_dict (`bool`, *optional*, defaults to `True`): Return a [`UNet2DOutput`] instead of a tuple.
+
+        Returns:
+            [`~models.unets.unet_2d.UNet2DOutput`] or `tuple` whose first element is the predicted tensor.
+        """
+        self._check_sample(sample)
+        batch = sample.shape[0]
+        timesteps = timestep
+        if not torch.is_tensor(timesteps):
+            timesteps = torch.tensor([timesteps], device=sample.device)
+        elif timesteps.ndim == 0:
+            timesteps = timesteps[None].to(sample.device)
+        if timesteps.ndim != 1 or timesteps.shape[0] not in (1, batch):
+            raise ValueError(
+                f"`timestep` must be a scalar or hold one value per sample ({batch}), got shape {tuple(timesteps.shape)}."
+            )
+        temb = self.time_embedding(timesteps.expand(batch))
+
+        hidden_states = self.conv_in(sample)
+        skips = []
+        for block in self.down_blocks:
+            hidden_states = block(hidden_states, temb)
+            skips.append(hidden_states)
+        if self.mid_attention is not None:
+            hidden_states = self.mid_attention(hidden_states)
+        # As in the talk, the first up block receives the bottleneck twice (its own output is the last skip) and
+        # the full-resolution features of `conv_in` are never skipped.
+        for block in self.up_blocks:
+            hidden_states = block(torch.cat([hidden_states, skips.pop()], dim=1), temb)
+        output = self.conv_out(hidden_states)
+
+        if not return_dict:
+            return (output,)
+        return UNet2DOutput(sample=output)

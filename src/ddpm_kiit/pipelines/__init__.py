@@ -1,0 +1,3 @@
+from .pipeline_kiit_ddpm import DenoisingRecorder, KiitDDPMPipeline
+
+__all__ = ["DenoisingRecorder", "KiitDDPMPipeline"]

@@ -1,0 +1,195 @@
+# Copyright 2026 The ddpm-kiit authors. Licensed under the Apache License, Version 2.0.
+"""Unconditional image generation with a SimpleUNet (or any UNet2DModel-like model) and any Diffusers scheduler."""
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.utils import make_image_grid
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> from ddpm_kiit import KiitDDPMPipeline
+        >>> from diffusers import DDIMScheduler
+
+        >>> pipe = KiitDDPMPipeline.from_pretrained("path/to/pipeline")
+        >>> images = pipe(batch_size=4, generator=torch.manual_seed(0)).images
+        >>> # any stock scheduler drops in, with the same betas
+        >>> pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        >>> images = pipe(batch_size=4, num_inference_steps=50, generator=torch.manual_seed(0)).images
+        ```
+"""
+
+
+class KiitDDPMPipeline(DiffusionPipeline):
+    r"""
+    Pipeline for unconditional image generation with the models of the KIIT DDPM talk.
+
+    Parameters:
+        unet ([`SimpleUNet2DModel`] or [`~diffusers.UNet2DModel`]): Predicts the noise (or x0, or v) of a noisy image.
+        scheduler ([`SchedulerMixin`]): [`KiitDDPMScheduler`] or any stock Diffusers scheduler, e.g.
+            `DDIMScheduler.from_config(pipe.scheduler.config)`.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["latents", "pred_original_sample", "model_output"]
+
+    def __init__(self, unet, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    def _check_inputs(self, batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        total = self.scheduler.config.num_train_timesteps
+        if num_inference_steps is not None and (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, int)
+            or not 1 <= num_inference_steps <= total
+        ):
+            raise ValueError(
+                f"`num_inference_steps` must be an integer between 1 and the scheduler's `num_train_timesteps`="
+                f"{total} (or None for all of them), got {num_inference_steps!r}."
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` may only name {self._callback_tensor_inputs}, got {unknown}."
+            )
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        num_inference_steps: Optional[int] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Optional[Callable[["KiitDDPMPipeline", int, int, Dict], Dict]] = None,
+        callback_on_step_end_tensor_inputs: List[str] = ["latents"],
+    ) -> Union[ImagePipelineOutput, Tuple]:
+        r"""
+        Generates images from pure noise.
+
+        Args:
+            batch_size (`int`, defaults to 1): Number of images.
+            generator (`torch.Generator`, *optional*): Makes generation deterministic.
+            num_inference_steps (`int`, *optional*): Denoising steps; `None` means every training timestep.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (floats in [0, 1]) or `"pt"`.
+            return_dict (`bool`, defaults to `True`): Return an [`ImagePipelineOutput`] instead of a tuple.
+            callback_on_step_end (`Callable`, *optional*):
+                Called after each step as `callback_on_step_end(pipe, step_index, timestep, callback_kwargs)` with the
+                tensors named in `callback_on_step_end_tensor_inputs` (`"latents"` is x_{t-1}, `"pred_original_sample"`
+                the scheduler's x0 estimate where it gives one, `"model_output"` the raw prediction). Returning a dict
+                with `"latents"` replaces them. [`DenoisingRecorder`] uses it to record the denoising process.
+            callback_on_step_end_tensor_inputs (`List[str]`, defaults to `["latents"]`): See above.
+
+        Returns:
+            [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
+        """
+        self._check_inputs(batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs)
+        config = self.unet.config
+        size = config.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        shape = (batch_size, config.in_channels, height, width)
+        device = self._execution_device
+
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        if num_inference_steps is None:
+            num_inference_steps = self.scheduler.config.num_train_timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = latents * self.scheduler.init_noise_sigma
+
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            model_input = self.scheduler.scale_model_input(latents, t)
+            model_output = self.unet(model_input, t).sample
+            output = self.scheduler.step(model_output, t, latents, generator=generator)
+            latents = output.prev_sample
+
+            if callback_on_step_end is not None:
+                available = {
+                    "latents": latents,
+                    "pred_original_sample": getattr(output, "pred_original_sample", None),
+                    "model_output": model_output,
+                }
+                callback_kwargs = {k: available[k] for k in callback_on_step_end_tensor_inputs}
+                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                latents = callback_outputs.pop("latents", latents)
+
+        image = (latents / 2 + 0.5).clamp(0, 1)
+        if output_type != "pt":
+            image = image.float().cpu().permute(0, 2, 3, 1).numpy()
+            if output_type == "pil":
+                image = self.numpy_to_pil(image)
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (image,)
+        return ImagePipelineOutput(images=image)
+
+
+def _to_pil(tensor: torch.Tensor) -> Image.Image:
+    array = ((tensor.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    if array.shape[-1] == 1:
+        return Image.fromarray(array[..., 0], mode="L").convert("RGB")
+    return Image.fromarray(array)
+
+
+class DenoisingRecorder:
+    """
+    A `callback_on_step_end` that keeps x_t and the predicted x0 at chosen steps, to show the denoising process
+    (the talk's "10 step samples" figure).
+
+    ```py
+    >>> recorder = DenoisingRecorder.evenly(pipe.scheduler.config.num_train_timesteps, count=10)
+    >>> pipe(generator=torch.manual_seed(0), callback_on_step_end=recorder,
+    ...      callback_on_step_end_tensor_inputs=recorder.tensor_inputs)
+    >>> recorder.strip().save("denoising.png")  # top row x_t, bottom row predicted x0
+    ```
+
+    Args:
+        steps (`Sequence[int]`): Step indices (0 is the first denoising step) to record.
+    """
+
+    tensor_inputs = ["latents", "pred_original_sample"]
+
+    def __init__(self, steps: Sequence[int]):
+        steps = sorted(set(int(s) for s in steps))
+        if not steps or steps[0] < 0:
+            raise ValueError(f"`steps` must be a non-empty list of step indices >= 0, got {steps!r}.")
+        self.steps = steps
+        self.timesteps: List[int] = []
+        self.latents: List[torch.Tensor] = []
+        self.pred_original_samples: List[Optional[torch.Tensor]] = []
+
+    @classmethod
+    def evenly(cls, num_inference_steps: int, count: int = 10) -> "DenoisingRecorder":
+        """Records `count` steps spread evenly over a chain of `num_inference_steps`, the last one included."""
+        if count < 1 or num_inference_steps < 1:
+            raise ValueError(f"Need `count` >= 1 and `num_inference_steps` >= 1, got {count} and {num_inference_steps}.")
+        return cls(np.linspace(0, num_inference_steps - 1, min(count, num_inference_steps)).round().astype(int))
+
+    def __call__(self, pipe, step_index: int, timestep, callback_kwargs: Dict) -> Dict:
+        if step_index in self.steps:
+            self.timesteps.append(int(timestep))
+            self.latents.append(callback_kwargs["latents"].detach().cpu())
+            x0 = callback_kwargs.get("pred_original_sample")
+            self.pred_original_samples.append(None if x0 is None else x0.detach().cpu())
+        return {}
+
+    def strip(self, image_index: int = 0) -> Image.Image:
+        """One image: x_t at each recorded step on the top row, the predicted x0 below (when the scheduler gives it)."""
+        if not self.latents:
+            raise ValueError("Nothing recorded: pass the recorder as `callback_on_step_end` to a pipeline call first.")
+        rows = [[_to_pil(latent[image_index]) for latent in self.latents]]
+        if all(x0 is not None for x0 in self.pred_original_samples):
+            rows.append([_to_pil(x0[image_index]) for x0 in self.pred_original_samples])
+        return make_image_grid([image for row in rows for image in row], rows=len(rows), cols=len(self.latents))

@@ -1,0 +1,3 @@
+from .scheduling_kiit_ddpm import KiitDDPMScheduler, KiitDDPMSchedulerOutput
+
+__all__ = ["KiitDDPMScheduler", "KiitDDPMSchedulerOutput"]
