@@ -1,0 +1,93 @@
+"""Model cards for saved pipelines, rendered from the templates in `model_cards/`."""
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Dict, Optional
+
+from huggingface_hub import ModelCard, ModelCardData
+
+SCHEDULE_FLAW = (
+    "The noise schedule is the talk's (T = {T}, betas {start:g} to {end:g}): alpha_bar_T = {alpha_bar_T:.3f}, so x_T is "
+    "not pure noise and sampling starts from a state the model never saw in training. Retrain with "
+    "`rescale_betas_zero_snr=True` or `beta_schedule='squaredcos_cap_v2'` to remove the mismatch."
+)
+
+
+def _describe_unet(unet) -> str:
+    config = unet.config
+    parts = [f"{config.norm_type} norm", f"widths {tuple(config.block_out_channels)}"]
+    if config.attention_type == "self_attention":
+        parts.append(f"self-attention at the {config.attention_placement}")
+    elif config.attention_type == "cbam":
+        parts.append(f"CBAM in every block and self-attention at the {config.attention_placement}")
+    return ", ".join(parts)
+
+
+def render_model_card(
+    pipe,
+    training_command: str,
+    repo_id_or_path: str = "path/to/this/folder",
+    hyperparameters: Optional[Dict] = None,
+    sample_grid: Optional[str] = None,
+    quality: Optional[str] = None,
+    datasets=None,
+    license: str = "apache-2.0",
+) -> ModelCard:
+    """A model card for a pipeline of ours: metadata the Hub validates, usage, training, samples, limitations."""
+    unet, scheduler = pipe.unet, pipe.scheduler
+    variant = unet.config.attention_type or "simple"
+    card_data = ModelCardData(
+        library_name="diffusers",
+        pipeline_tag="unconditional-image-generation",
+        license=license,
+        tags=["ddpm", "ddpm_kiit", f"ddpm_kiit-{variant}", "unconditional-image-generation"],
+        datasets=datasets,
+    )
+    limitations = ["Unconditional: there is no way to ask for a given class or prompt."]
+    sconfig = scheduler.config
+    alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
+    if alphas_cumprod is not None and float(alphas_cumprod[-1]) > 0.01:
+        limitations.append(
+            SCHEDULE_FLAW.format(
+                T=sconfig.num_train_timesteps,
+                start=sconfig.beta_start,
+                end=sconfig.beta_end,
+                alpha_bar_T=float(alphas_cumprod[-1]),
+            )
+        )
+    if unet.config.norm_type == "batch":
+        limitations.append(
+            "BatchNorm running statistics average over all noise levels, so eval-mode outputs differ from what "
+            "training optimised; `norm_type='group'` avoids this."
+        )
+    template = resources.files("ddpm_kiit.model_cards").joinpath("kiit_ddpm.md")
+    with resources.as_file(template) as template_path:
+        return ModelCard.from_template(
+            card_data,
+            template_path=str(template_path),
+            title=f"ddpm-kiit {variant} SimpleUNet",
+            model_class=type(unet).__name__,
+            variant_description=_describe_unet(unet),
+            num_parameters=f"{sum(p.numel() for p in unet.parameters()):,}",
+            in_channels=unet.config.in_channels,
+            sample_size=unet.config.sample_size,
+            scheduler_class=type(scheduler).__name__,
+            scheduler_description=(
+                f"T = {sconfig.num_train_timesteps}, {sconfig.beta_schedule} betas "
+                f"{sconfig.beta_start:g} to {sconfig.beta_end:g}, predicting {sconfig.prediction_type}"
+            ),
+            repo_id_or_path=repo_id_or_path,
+            training_command=training_command,
+            hyperparameters=hyperparameters,
+            sample_grid=sample_grid,
+            quality=quality,
+            limitations=limitations,
+        )
+
+
+def write_model_card(pipe, save_directory: os.PathLike, training_command: str, **kwargs) -> Path:
+    """Renders the card and writes it as `README.md` in `save_directory`, beside the weights."""
+    path = Path(save_directory) / "README.md"
+    render_model_card(pipe, training_command, **kwargs).save(path)
+    return path
