@@ -91,12 +91,18 @@ class TalkSimpleUnet(nn.Module):
         )
         self.conv0 = nn.Conv2d(image_channels, down_channels[0], 3, padding=1)
         self.down_blocks = nn.ModuleList(
-            [TalkBlock(down_channels[i], down_channels[i + 1], time_emb_dim, cbam=cbam) for i in range(len(down_channels) - 1)]
+            [
+                TalkBlock(down_channels[i], down_channels[i + 1], time_emb_dim, cbam=cbam)
+                for i in range(len(down_channels) - 1)
+            ]
         )
         if self_attention or cbam:
             self.self_attention = TalkSelfAttention(down_channels[-1])
         self.up_blocks = nn.ModuleList(
-            [TalkBlock(up_channels[i], up_channels[i + 1], time_emb_dim, up=True, cbam=cbam) for i in range(len(up_channels) - 1)]
+            [
+                TalkBlock(up_channels[i], up_channels[i + 1], time_emb_dim, up=True, cbam=cbam)
+                for i in range(len(up_channels) - 1)
+            ]
         )
         self.output = nn.Conv2d(up_channels[-1], image_channels, 1)
 

@@ -58,7 +58,9 @@ def test_leftover_or_missing_tensors_are_named():
     state_dict = TalkSimpleUnet(image_channels=1, down_channels=NARROW).state_dict()
     state_dict["extra_head.weight"] = torch.zeros(2)
     del state_dict["up_blocks.1.conv2.bias"]
-    with pytest.raises(ValueError, match=r"unused tensors \['extra_head.weight'\].*missing tensors \['up_blocks.1.conv2.bias'\]"):
+    with pytest.raises(
+        ValueError, match=r"unused tensors \['extra_head.weight'\].*missing tensors \['up_blocks.1.conv2.bias'\]"
+    ):
         convert_seed_state_dict(state_dict)
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler
 from conftest import SMALL
+from diffusers import DDPMPipeline, DDPMScheduler
 
 from ddpm_kiit import SimpleUNet2DModel
 

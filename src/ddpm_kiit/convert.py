@@ -68,7 +68,7 @@ def load_seed_state_dict(path: os.PathLike) -> Dict[str, torch.Tensor]:
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
         raise ValueError(
-            f"{str(path)!r} does not hold a state dict (a mapping of names to tensors); got {type(state_dict).__name__}."
+            f"{str(path)!r} does not hold a state dict (names mapped to tensors); got {type(state_dict).__name__}."
         )
     return state_dict
 

@@ -8,8 +8,8 @@ from typing import Dict, Optional
 from huggingface_hub import ModelCard, ModelCardData
 
 SCHEDULE_FLAW = (
-    "The noise schedule is the talk's (T = {T}, betas {start:g} to {end:g}): alpha_bar_T = {alpha_bar_T:.3f}, so x_T is "
-    "not pure noise and sampling starts from a state the model never saw in training. Retrain with "
+    "The noise schedule is the talk's (T = {T}, betas {start:g} to {end:g}): alpha_bar_T = {alpha_bar_T:.3f}, so x_T "
+    "is not pure noise and sampling starts from a state the model never saw in training. Retrain with "
     "`rescale_betas_zero_snr=True` or `beta_schedule='squaredcos_cap_v2'` to remove the mismatch."
 )
 

@@ -26,7 +26,9 @@ class SelfAttentionBlock(nn.Module):
         self.to_qkv = nn.Linear(channels, 3 * channels)
         self.to_out = nn.Linear(channels, channels)
         self.norm2 = nn.LayerNorm(channels)
-        self.ff = nn.Sequential(nn.Linear(channels, ff_mult * channels), nn.GELU(), nn.Linear(ff_mult * channels, channels))
+        self.ff = nn.Sequential(
+            nn.Linear(channels, ff_mult * channels), nn.GELU(), nn.Linear(ff_mult * channels, channels)
+        )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = hidden_states.shape

@@ -232,7 +232,7 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
     def _check_sample(self, sample: torch.Tensor):
         if sample.ndim != 4:
             raise ValueError(
-                f"`sample` must have shape (batch, channels, height, width), got a tensor of shape {tuple(sample.shape)}."
+                f"`sample` must have shape (batch, channels, height, width), got shape {tuple(sample.shape)}."
             )
         if sample.shape[1] != self.config.in_channels:
             raise ValueError(
@@ -268,7 +268,7 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
             timesteps = timesteps[None].to(sample.device)
         if timesteps.ndim != 1 or timesteps.shape[0] not in (1, batch):
             raise ValueError(
-                f"`timestep` must be a scalar or hold one value per sample ({batch}), got shape {tuple(timesteps.shape)}."
+                f"`timestep` must be a scalar or hold one value per sample ({batch}), got {tuple(timesteps.shape)}."
             )
         temb = self.time_embedding(timesteps.expand(batch))
 

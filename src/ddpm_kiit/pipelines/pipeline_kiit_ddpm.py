@@ -174,7 +174,9 @@ class DenoisingRecorder:
     def evenly(cls, num_inference_steps: int, count: int = 10) -> "DenoisingRecorder":
         """Records `count` steps spread evenly over a chain of `num_inference_steps`, the last one included."""
         if count < 1 or num_inference_steps < 1:
-            raise ValueError(f"Need `count` >= 1 and `num_inference_steps` >= 1, got {count} and {num_inference_steps}.")
+            raise ValueError(
+                f"Need `count` >= 1 and `num_inference_steps` >= 1, got {count} and {num_inference_steps}."
+            )
         return cls(np.linspace(0, num_inference_steps - 1, min(count, num_inference_steps)).round().astype(int))
 
     def __call__(self, pipe, step_index: int, timestep, callback_kwargs: Dict) -> Dict:
@@ -186,7 +188,7 @@ class DenoisingRecorder:
         return {}
 
     def strip(self, image_index: int = 0) -> Image.Image:
-        """One image: x_t at each recorded step on the top row, the predicted x0 below (when the scheduler gives it)."""
+        """One image: x_t at each recorded step on top, the predicted x0 below (when the scheduler gives it)."""
         if not self.latents:
             raise ValueError("Nothing recorded: pass the recorder as `callback_on_step_end` to a pipeline call first.")
         rows = [[_to_pil(latent[image_index]) for latent in self.latents]]

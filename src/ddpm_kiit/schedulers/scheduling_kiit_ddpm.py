@@ -157,7 +157,9 @@ class KiitDDPMScheduler(SchedulerMixin, ConfigMixin):
         if config.variance_type not in VARIANCE_TYPES:
             raise ValueError(f"`variance_type` must be one of {VARIANCE_TYPES}, got {config.variance_type!r}.")
         if config.timestep_spacing not in TIMESTEP_SPACINGS:
-            raise ValueError(f"`timestep_spacing` must be one of {TIMESTEP_SPACINGS}, got {config.timestep_spacing!r}.")
+            raise ValueError(
+                f"`timestep_spacing` must be one of {TIMESTEP_SPACINGS}, got {config.timestep_spacing!r}."
+            )
         if config.clip_sample_range <= 0:
             raise ValueError(f"`clip_sample_range` must be positive, got {config.clip_sample_range!r}.")
 
@@ -274,7 +276,8 @@ class KiitDDPMScheduler(SchedulerMixin, ConfigMixin):
     ) -> Union[KiitDDPMSchedulerOutput, Tuple[torch.Tensor, torch.Tensor]]:
         """
         One reverse step x_t -> x_{t-1}. For an epsilon model without clipping this is the talk's (Ho et al. 2020,
-        Algorithm 2) x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) + sqrt(posterior_variance_t) z;
+        Algorithm 2)
+        x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) + sqrt(posterior_variance_t) z;
         it is computed as the posterior mean from the predicted x0 (eq. 7), which is the same number and lets x0 be
         clipped. No noise is added on the chain's last step (t = 0 for the full chain).
 
@@ -320,9 +323,7 @@ class KiitDDPMScheduler(SchedulerMixin, ConfigMixin):
         values = values.to(device=like.device, dtype=like.dtype)[timesteps.to(like.device)]
         return self._per_sample(values, like.ndim)
 
-    def add_noise(
-        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
-    ) -> torch.Tensor:
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """q(x_t | x_0): sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise (Ho et al. 2020, eq. 4), per sample."""
         sqrt_alpha_bar = self._gather(self.sqrt_alphas_cumprod, timesteps, original_samples)
         sqrt_one_minus_alpha_bar = self._gather(self.sqrt_one_minus_alphas_cumprod, timesteps, original_samples)

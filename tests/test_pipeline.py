@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+import torch
+from conftest import SMALL
+from diffusers import DiffusionPipeline
+
+from ddpm_kiit import DenoisingRecorder, KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
+from ddpm_kiit.cli import main
+from ddpm_kiit.sampling import SCHEDULERS, swap_scheduler
+
+
+def _images(pipe, steps=10, seed=0, batch_size=2):
+    return pipe(
+        batch_size=batch_size, num_inference_steps=steps, generator=torch.manual_seed(seed), output_type="np"
+    ).images
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pipeline_generates_deterministic_images(channels):
+    unet = SimpleUNet2DModel(sample_size=16, in_channels=channels, out_channels=channels, **SMALL).eval()
+    pipe = KiitDDPMPipeline(unet=unet, scheduler=KiitDDPMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    first, second = _images(pipe), _images(pipe)
+    assert first.shape == (2, 16, 16, channels)
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, _images(pipe, seed=1))
+
+
+def test_default_steps_are_every_training_timestep(small_pipe):
+    seen = []
+    small_pipe(callback_on_step_end=lambda p, i, t, kw: seen.append(int(t)) or {}, output_type="np")
+    assert seen == list(range(299, -1, -1))
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_stock_schedulers_drop_in(small_pipe, name):
+    swap_scheduler(small_pipe, name)
+    assert small_pipe.scheduler.config.num_train_timesteps == 300
+    first, second = _images(small_pipe, steps=8), _images(small_pipe, steps=8)
+    assert np.isfinite(first).all()
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("loader", ["ours", "diffusion_pipeline"])
+def test_saved_pipeline_reloads_and_gives_identical_images(tmp_path, small_pipe, loader):
+    small_pipe.save_pretrained(tmp_path)
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    if loader == "ours":
+        loaded = KiitDDPMPipeline.from_pretrained(tmp_path)
+    else:
+        loaded = DiffusionPipeline.from_pretrained(tmp_path)  # works once `ddpm_kiit` is imported
+    assert isinstance(loaded, KiitDDPMPipeline) and isinstance(loaded.unet, SimpleUNet2DModel)
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(_images(small_pipe), _images(loaded))
+
+
+def test_denoising_recorder_keeps_chosen_steps_and_renders_a_strip(small_pipe):
+    recorder = DenoisingRecorder.evenly(20, count=5)
+    small_pipe(
+        num_inference_steps=20,
+        generator=torch.manual_seed(0),
+        callback_on_step_end=recorder,
+        callback_on_step_end_tensor_inputs=recorder.tensor_inputs,
+    )
+    assert recorder.steps == [0, 5, 10, 14, 19]
+    assert len(recorder.latents) == 5 and recorder.timesteps[-1] == 0
+    strip = recorder.strip()
+    assert strip.size == (5 * 16, 2 * 16)
+
+
+def test_callback_can_replace_latents(small_pipe):
+    def zero(pipe, i, t, kwargs):
+        return {"latents": torch.zeros_like(kwargs["latents"])}
+
+    images = small_pipe(num_inference_steps=3, callback_on_step_end=zero, output_type="np").images
+    np.testing.assert_array_equal(images, np.full_like(images, 0.5))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": -1}, "`batch_size` must be a positive integer, got -1"),
+        ({"batch_size": 0}, "`batch_size` must be a positive integer, got 0"),
+        ({"num_inference_steps": 0}, "between 1 and the scheduler's `num_train_timesteps`=300"),
+        ({"num_inference_steps": 301}, "between 1 and the scheduler's `num_train_timesteps`=300"),
+        ({"output_type": "jpeg"}, "`output_type` must be one of"),
+        ({"callback_on_step_end_tensor_inputs": ["noise"]}, "may only name"),
+    ],
+)
+def test_bad_pipeline_calls(small_pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        small_pipe(**kwargs)
+
+
+def test_unet_with_mismatched_channels_is_reported(small_pipe):
+    with pytest.raises(ValueError, match="has 3 channels but this model has `in_channels`=1"):
+        small_pipe.unet(torch.zeros(1, 3, 16, 16), 0)
+
+
+def test_cli_generate_writes_grid_and_strip_and_refuses_to_overwrite(tmp_path, small_pipe, capsys):
+    small_pipe.save_pretrained(tmp_path / "pipe")
+    grid, strip = tmp_path / "grid.png", tmp_path / "strip.png"
+    args = ["generate", str(tmp_path / "pipe"), "--num-images", "4", "--scheduler", "ddim", "--steps", "5"]
+    assert main(args + ["--out", str(grid), "--strip", str(strip)]) == 0
+    from PIL import Image
+
+    assert Image.open(grid).size == (32, 32)
+    assert Image.open(strip).size == (5 * 16, 2 * 16)
+    before = grid.read_bytes()
+    assert main(args + ["--out", str(grid)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert grid.read_bytes() == before
+
+
+def test_cli_compare_schedulers(tmp_path, small_pipe, capsys):
+    small_pipe.save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "compare.png"
+    code = main(
+        [
+            "compare-schedulers",
+            str(tmp_path / "pipe"),
+            "--schedulers",
+            "kiit,ddim",
+            "--steps",
+            "3,5",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert "ddim@5" in capsys.readouterr().out
+    from PIL import Image
+
+    assert Image.open(out).size[1] == 4 * (16 + 14)
+
+
+def test_cli_rejects_a_folder_that_is_not_a_pipeline(tmp_path, capsys):
+    assert main(["generate", str(tmp_path), "--out", str(tmp_path / "g.png")]) == 2
+    assert "no model_index.json" in capsys.readouterr().err
