@@ -137,3 +137,13 @@ def test_cli_compare_schedulers(tmp_path, small_pipe, capsys):
 def test_cli_rejects_a_folder_that_is_not_a_pipeline(tmp_path, capsys):
     assert main(["generate", str(tmp_path), "--out", str(tmp_path / "g.png")]) == 2
     assert "no model_index.json" in capsys.readouterr().err
+
+
+def test_saved_folder_names_the_stable_library(tmp_path, small_pipe):
+    import json
+
+    small_pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] == "KiitDDPMPipeline"
+    assert index["unet"] == ["ddpm_kiit", "SimpleUNet2DModel"]
+    assert index["scheduler"] == ["ddpm_kiit", "KiitDDPMScheduler"]
