@@ -25,6 +25,7 @@ def _int_list(value: str) -> List[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddpm-kiit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="Train a pipeline (same flags as examples/train.py; see `ddpm-kiit train -h`).")
 
     generate = commands.add_parser("generate", help="Sample images from a saved pipeline into one grid image.")
     generate.add_argument("pipeline", help="Pipeline folder or Hub id.")
@@ -113,7 +114,24 @@ def _convert(args) -> str:
 COMMANDS = {"generate": _generate, "compare-schedulers": _compare, "convert-seed": _convert}
 
 
+def train_main(argv: Optional[List[str]] = None) -> int:
+    """`ddpm-kiit train ...` and `examples/train.py ...`: the flags of `ddpm_kiit.training.args`."""
+    from .training import NonFiniteLossError, parse_args, train
+
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    try:
+        output_dir = train(args)
+    except (ValueError, NonFiniteLossError) as error:
+        print(f"train: error: {error}", file=sys.stderr)
+        return 2
+    print(f"Saved the trained pipeline to {output_dir}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         message = COMMANDS[args.command](args)

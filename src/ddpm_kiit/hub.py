@@ -91,3 +91,23 @@ def write_model_card(pipe, save_directory: os.PathLike, training_command: str, *
     path = Path(save_directory) / "README.md"
     render_model_card(pipe, training_command, **kwargs).save(path)
     return path
+
+
+def push_folder(
+    folder: os.PathLike, repo_id: str, token: Optional[str] = None, private: bool = False, commit_message: str = None
+) -> str:
+    """Uploads a saved pipeline folder (weights, configs, card, sample grid) to the Hub; checkpoints and logs stay.
+
+    Returns the URL of the commit.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    repo = api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo.repo_id,
+        folder_path=str(folder),
+        ignore_patterns=["checkpoint-*", "checkpoint-*/**", ".*", "logs/**", "samples/**"],
+        commit_message=commit_message or "Upload ddpm-kiit pipeline",
+    )
+    return info.commit_url

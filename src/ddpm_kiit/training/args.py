@@ -1,0 +1,243 @@
+"""Command-line flags of `examples/train.py`, named as in Diffusers' `train_unconditional.py`, and their checks."""
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+from ..models.unet_simple import SEED_VARIANTS, SimpleUNet2DModel
+
+# The model `accelerate launch examples/train.py` trains with no flags: small enough for a laptop CPU. GroupNorm
+# instead of the talk's BatchNorm (whose statistics mix all noise levels), a signed scale-and-shift time embedding.
+DEFAULT_MODEL_CONFIG = {
+    "block_out_channels": (32, 64, 128),
+    "time_embedding_dim": 64,
+    "norm_type": "group",
+    "norm_num_groups": 8,
+    "act_fn": "silu",
+    "time_embedding_norm": "scale_shift",
+    "attention_type": None,
+}
+DEFAULT_DATASET = "mnist"
+SCHEDULER_CHOICES = ("kiit",)
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Train a SimpleUNet DDPM with Accelerate (`accelerate launch examples/train.py`)."
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset_name", default=None, help=f"Built-in name, saved dataset or Hub id (default: {DEFAULT_DATASET})."
+    )
+    data.add_argument("--dataset_config_name", default=None)
+    data.add_argument("--train_data_dir", default=None, help="A folder of images (imagefolder) or a saved dataset.")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--cache_dir", default=None, help="Where built-in datasets are cached.")
+    data.add_argument("--resolution", type=int, default=32)
+    data.add_argument("--center_crop", action="store_true")
+    data.add_argument("--random_flip", action="store_true")
+    data.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training images.")
+
+    model = parser.add_argument_group("model and noise")
+    model.add_argument(
+        "--model_variant", choices=sorted(SEED_VARIANTS), default=None, help="One of the talk's models."
+    )
+    model.add_argument("--model_config", default=None, help="JSON string or file of SimpleUNet2DModel overrides.")
+    model.add_argument("--channels_last", action="store_true", help="Use the channels_last memory format.")
+    model.add_argument("--scheduler", choices=SCHEDULER_CHOICES, default="kiit")
+    model.add_argument("--ddpm_num_steps", type=int, default=300)
+    model.add_argument(
+        "--ddpm_beta_schedule", default="linear", choices=("linear", "scaled_linear", "squaredcos_cap_v2")
+    )
+    model.add_argument("--rescale_betas_zero_snr", action="store_true")
+    model.add_argument("--prediction_type", default="epsilon", choices=("epsilon", "sample", "v_prediction"))
+    model.add_argument("--loss", default="l2", choices=("l1", "l2"), help="The talk used L1, Ho et al. L2.")
+    model.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR loss weighting (Hang et al. 2023).")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--train_batch_size", type=int, default=64)
+    optim.add_argument("--num_epochs", type=int, default=None)
+    optim.add_argument("--max_train_steps", type=int, default=None, help="Default: 1500 when --num_epochs is unset.")
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--learning_rate", type=float, default=2e-3)
+    optim.add_argument("--lr_scheduler", default="cosine", choices=LR_SCHEDULERS)
+    optim.add_argument("--lr_warmup_steps", type=int, default=100)
+    optim.add_argument("--adam_beta1", type=float, default=0.9)
+    optim.add_argument("--adam_beta2", type=float, default=0.999)
+    optim.add_argument("--adam_weight_decay", type=float, default=0.0)
+    optim.add_argument("--adam_epsilon", type=float, default=1e-8)
+    optim.add_argument("--max_grad_norm", type=float, default=1.0)
+    optim.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True)
+    optim.add_argument("--ema_inv_gamma", type=float, default=1.0)
+    optim.add_argument("--ema_power", type=float, default=3 / 4)
+    optim.add_argument("--ema_max_decay", type=float, default=0.999)
+    optim.add_argument(
+        "--mixed_precision", choices=("no", "fp16", "bf16"), default=None, help="Default: bf16 if supported."
+    )
+    optim.add_argument("--seed", type=int, default=0)
+
+    run = parser.add_argument_group("outputs")
+    run.add_argument("--output_dir", default="outputs/ddpm-kiit-mnist")
+    run.add_argument(
+        "--overwrite_output_dir", action="store_true", help="Replace a finished pipeline in --output_dir."
+    )
+    run.add_argument("--checkpointing_steps", type=int, default=500)
+    run.add_argument("--checkpoints_total_limit", type=int, default=2)
+    run.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder.')
+    run.add_argument("--save_images_steps", type=int, default=None, help="Write a sample grid every N steps.")
+    run.add_argument("--num_sample_images", type=int, default=16)
+    run.add_argument("--num_inference_steps", type=int, default=None, help="Steps for sample grids (default: all).")
+    run.add_argument("--sample_scheduler", default="kiit", help="Scheduler for sample grids (see ddpm_kiit.sampling).")
+    run.add_argument("--logger", choices=("tensorboard", "wandb", "none"), default="tensorboard")
+    run.add_argument("--logging_steps", type=int, default=10)
+    run.add_argument("--push_to_hub", action="store_true")
+    run.add_argument("--hub_model_id", default=None)
+    run.add_argument("--hub_token", default=None)
+    run.add_argument("--hub_private_repo", action="store_true")
+    return parser
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    args.command_line = argv
+    return args
+
+
+def load_model_config(args) -> dict:
+    """The `SimpleUNet2DModel` config a run trains, before the data decides `in_channels`."""
+    if args.model_variant is not None:
+        config = dict(SEED_VARIANTS[args.model_variant])
+    else:
+        config = dict(DEFAULT_MODEL_CONFIG)
+    if args.model_config:
+        text = args.model_config
+        if os.path.isfile(text):
+            text = Path(text).read_text()
+        try:
+            overrides = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"--model_config must be a JSON object or a JSON file path; could not parse {args.model_config!r}"
+                f" ({error})."
+            ) from error
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--model_config must be a JSON object, got {type(overrides).__name__}.")
+        valid = set(SimpleUNet2DModel.extract_init_dict({})[0]) | {"in_channels", "out_channels", "sample_size"}
+        valid = {k for k in valid if not k.startswith("_")}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ValueError(f"--model_config: unknown keys {unknown}; valid keys are {sorted(valid)}.")
+        config.update(overrides)
+    config["sample_size"] = args.resolution
+    return config
+
+
+def _check_writable(folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"--output_dir {str(folder)!r} is not writable ({error}); choose another folder.") from error
+
+
+def latest_checkpoint(output_dir: Path) -> Optional[Path]:
+    checkpoints = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def validate_args(args) -> None:
+    """Every check that can fail before any work starts, each naming the flag and what would be valid."""
+    if args.dataset_name is None and args.train_data_dir is None:
+        args.dataset_name = DEFAULT_DATASET
+    if args.dataset_name is not None and args.train_data_dir is not None:
+        raise ValueError("Give --dataset_name or --train_data_dir, not both.")
+    for name in (
+        "resolution",
+        "train_batch_size",
+        "gradient_accumulation_steps",
+        "checkpointing_steps",
+        "logging_steps",
+        "num_sample_images",
+    ):
+        value = getattr(args, name)
+        if value < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {value}.")
+    for name in (
+        "num_epochs",
+        "max_train_steps",
+        "save_images_steps",
+        "num_inference_steps",
+        "max_train_samples",
+        "checkpoints_total_limit",
+    ):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {value}.")
+    if args.num_epochs is not None and args.max_train_steps is not None:
+        raise ValueError("Give --num_epochs or --max_train_steps, not both (one decides when training ends).")
+    if args.num_epochs is None and args.max_train_steps is None:
+        args.max_train_steps = 1500
+    if args.learning_rate <= 0:
+        raise ValueError(f"--learning_rate must be positive, got {args.learning_rate}.")
+    if args.lr_warmup_steps < 0:
+        raise ValueError(f"--lr_warmup_steps must be >= 0, got {args.lr_warmup_steps}.")
+    if args.ddpm_num_steps < 2:
+        raise ValueError(f"--ddpm_num_steps must be at least 2, got {args.ddpm_num_steps}.")
+    if args.num_inference_steps is not None and args.num_inference_steps > args.ddpm_num_steps:
+        raise ValueError(
+            f"--num_inference_steps {args.num_inference_steps} exceeds --ddpm_num_steps {args.ddpm_num_steps}."
+        )
+    if args.snr_gamma is not None and args.snr_gamma <= 0:
+        raise ValueError(f"--snr_gamma must be positive, got {args.snr_gamma}.")
+    if not 0 < args.ema_max_decay < 1:
+        raise ValueError(f"--ema_max_decay must be in (0, 1), got {args.ema_max_decay}.")
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/ddpm-kiit-mnist).")
+    from ..sampling import SCHEDULERS
+
+    if args.sample_scheduler not in SCHEDULERS:
+        raise ValueError(f"--sample_scheduler must be one of {sorted(SCHEDULERS)}, got {args.sample_scheduler!r}.")
+    if args.mixed_precision == "fp16":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--mixed_precision fp16 needs a GPU; on a CPU use bf16 (or no).")
+    if args.logger == "tensorboard":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("--logger tensorboard needs `pip install tensorboard` (or pass --logger none).")
+
+    config = load_model_config(args)
+    factor = 2 ** (len(config.get("block_out_channels", (64, 128, 256, 512, 1024))) - 1)
+    if args.resolution % factor:
+        nearest = sorted({max(factor, args.resolution // factor * factor), (args.resolution // factor + 1) * factor})
+        raise ValueError(
+            f"--resolution {args.resolution} is not divisible by {factor}, which this model's "
+            f"{factor.bit_length() - 1} down blocks need; use one of {nearest}."
+        )
+
+    output_dir = Path(args.output_dir)
+    _check_writable(output_dir)
+    if args.resume_from_checkpoint is not None:
+        if args.resume_from_checkpoint == "latest":
+            if latest_checkpoint(output_dir) is None:
+                raise ValueError(
+                    f"--resume_from_checkpoint latest: there is no checkpoint-* folder in {str(output_dir)!r} to "
+                    "resume from. Drop the flag to start a new run."
+                )
+        elif not (Path(args.resume_from_checkpoint) / "training_state.json").is_file():
+            raise ValueError(
+                f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a checkpoint folder of ours "
+                "(no training_state.json in it)."
+            )
+    elif (output_dir / "model_index.json").exists() and not args.overwrite_output_dir:
+        raise ValueError(
+            f"{str(output_dir)!r} already holds a trained pipeline; choose another --output_dir, resume with "
+            "--resume_from_checkpoint latest, or pass --overwrite_output_dir."
+        )

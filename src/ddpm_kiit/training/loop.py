@@ -1,0 +1,400 @@
+"""The Accelerate training loop: scheduler.add_noise -> unet -> loss -> optimizer, with EMA, checkpoints and grids."""
+
+import json
+import math
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from diffusers.utils import logging, make_image_grid
+
+from ..data import ImageTransform, dataset_to_tensor, load_image_dataset
+from ..models import SimpleUNet2DModel
+from ..schedulers import KiitDDPMScheduler
+from .args import latest_checkpoint, load_model_config, validate_args
+
+logger = logging.get_logger(__name__)
+
+STATE_FILE = "training_state.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def default_mixed_precision() -> str:
+    """bf16 where the hardware computes it natively (a GPU that supports it, or a CPU with AVX-512 BF16 or AMX)."""
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    cpu = torch.cpu
+    if (
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+    ):
+        return "bf16"
+    return "no"
+
+
+def build_scheduler(args) -> KiitDDPMScheduler:
+    return KiitDDPMScheduler(
+        num_train_timesteps=args.ddpm_num_steps,
+        beta_schedule=args.ddpm_beta_schedule,
+        prediction_type=args.prediction_type,
+        rescale_betas_zero_snr=args.rescale_betas_zero_snr,
+    )
+
+
+def training_target(scheduler, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the model learns to predict, per `prediction_type`."""
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "sample":
+        return clean
+    return scheduler.get_velocity(clean, noise, timesteps)
+
+
+def loss_weights(scheduler, timesteps: torch.Tensor, snr_gamma: Optional[float]) -> Optional[torch.Tensor]:
+    """Min-SNR-gamma weights (Hang et al. 2023, eq. 8), expressed for the scheduler's prediction type."""
+    if snr_gamma is None:
+        return None
+    alphas_cumprod = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    snr = alphas_cumprod / (1 - alphas_cumprod).clamp(min=1e-8)
+    clipped = snr.clamp(max=snr_gamma)
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return clipped / snr.clamp(min=1e-8)
+    if prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped
+
+
+def _step_generator(seed: int, micro_step: int, process_index: int, device) -> torch.Generator:
+    # One generator per micro-step and process, derived from the seed: noise, timesteps and the order of the data
+    # depend only on (seed, step), so a resumed run draws exactly what the uninterrupted run would have.
+    return torch.Generator(device).manual_seed((seed * 1_000_003 + micro_step) * 257 + process_index)
+
+
+def _batch_indices(num_images: int, global_batch: int, micro_step: int, seed: int) -> torch.Tensor:
+    steps_per_epoch = num_images // global_batch
+    epoch, position = divmod(micro_step, steps_per_epoch)
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed + 7919 * epoch))
+    return order[position * global_batch : (position + 1) * global_batch]
+
+
+def _save_checkpoint(accelerator, ema_model, output_dir: Path, global_step: int, limit: Optional[int]) -> Path:
+    """Writes `checkpoint-<step>` through a temporary folder, so a kill at any moment keeps the previous one intact."""
+    final = output_dir / f"checkpoint-{global_step}"
+    partial = output_dir / f".checkpoint-{global_step}.partial"
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial), safe_serialization=True)
+    if accelerator.is_main_process:
+        if ema_model is not None:
+            ema_model.save_pretrained(str(partial / "unet_ema"))  # safetensors, not a pickle
+        (partial / STATE_FILE).write_text(json.dumps({"global_step": global_step}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        if limit is not None:
+            checkpoints = sorted(
+                (p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                key=lambda p: int(p.name.split("-")[-1]),
+            )
+            for old in checkpoints[:-limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+@torch.no_grad()
+def sample_grid(unet, scheduler, args, device, seed: int):
+    """A grid of `args.num_sample_images` samples with the scheduler chosen for grids."""
+    from ..pipelines import KiitDDPMPipeline
+    from ..sampling import grid_shape, swap_scheduler
+
+    pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)
+    swap_scheduler(pipe, args.sample_scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    was_training = unet.training
+    unet.eval()
+    try:
+        images = pipe(
+            batch_size=args.num_sample_images,
+            generator=torch.Generator(device).manual_seed(seed),
+            num_inference_steps=args.num_inference_steps,
+        ).images
+    finally:
+        unet.train(was_training)
+    rows, cols = grid_shape(len(images))
+    return make_image_grid(images, rows, cols)
+
+
+def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str):
+    """Writes the finished pipeline, its model card and sample grid into `output_dir`, each file atomically."""
+    from ..hub import write_model_card
+    from ..pipelines import KiitDDPMPipeline
+
+    pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)
+    staging = Path(tempfile.mkdtemp(prefix=".pipeline.", dir=output_dir))
+    try:
+        pipe.save_pretrained(staging, safe_serialization=True)
+        grid.save(staging / "samples.png")
+        hyperparameters = {
+            k: getattr(args, k)
+            for k in (
+                "dataset_name",
+                "resolution",
+                "train_batch_size",
+                "max_train_steps",
+                "learning_rate",
+                "lr_scheduler",
+                "lr_warmup_steps",
+                "loss",
+                "snr_gamma",
+                "prediction_type",
+                "ddpm_num_steps",
+                "ddpm_beta_schedule",
+                "use_ema",
+                "mixed_precision",
+                "seed",
+            )
+        }
+        write_model_card(
+            pipe,
+            staging,
+            training_command=f"```bash\n{command}\n```",
+            repo_id_or_path=args.hub_model_id or str(output_dir),
+            hyperparameters=hyperparameters,
+            sample_grid="samples.png",
+            datasets=[args.dataset_name] if args.dataset_name else None,
+        )
+        for entry in staging.iterdir():
+            target = output_dir / entry.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return pipe
+
+
+def train(args) -> Path:
+    """Runs a whole training job described by `args` (see `ddpm_kiit.training.args`). Returns the output folder."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    validate_args(args)
+    if args.mixed_precision is None:
+        args.mixed_precision = default_mixed_precision()
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.logger == "none" else args.logger,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    set_seed(args.seed)
+    device = accelerator.device
+
+    # Data, once, as tensors in memory: no image decoding inside the loop.
+    dataset = load_image_dataset(
+        args.dataset_name, args.dataset_config_name, args.train_data_dir, args.image_column, "train", args.cache_dir
+    )
+    if args.max_train_samples is not None:
+        dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
+    first_mode = dataset[0]["image"].mode
+    channels = 1 if first_mode in ("L", "1", "I", "I;16", "F") else 3
+    config = load_model_config(args)
+    config.setdefault("in_channels", channels)
+    config.setdefault("out_channels", config["in_channels"])
+    transform = ImageTransform(args.resolution, config["in_channels"], center_crop=args.center_crop)
+    with accelerator.main_process_first():
+        images = dataset_to_tensor(dataset, transform)
+    global_batch = args.train_batch_size * accelerator.num_processes
+    if len(images) < global_batch:
+        raise ValueError(
+            f"The dataset has {len(images)} images, fewer than one batch ({args.train_batch_size} per process x "
+            f"{accelerator.num_processes} processes); lower --train_batch_size."
+        )
+
+    unet = SimpleUNet2DModel(**config)
+    if accelerator.num_processes > 1 and unet.config.norm_type == "batch" and device.type == "cuda":
+        # BatchNorm under DDP: synchronise statistics across GPUs. SyncBatchNorm has no CPU kernel, so on CPU each
+        # process normalises its own batch and DDP broadcasts rank 0's running statistics (documented in README).
+        unet = torch.nn.SyncBatchNorm.convert_sync_batchnorm(unet)
+    if args.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    noise_scheduler = build_scheduler(args)
+
+    optimizer = torch.optim.AdamW(
+        unet.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    micro_per_epoch = len(images) // global_batch
+    steps_per_epoch = math.ceil(micro_per_epoch / args.gradient_accumulation_steps)
+    max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
+    args.max_train_steps = max_train_steps
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    ema_model = None
+    if args.use_ema:
+        ema_model = EMAModel(
+            accelerator.unwrap_model(unet).parameters(),
+            decay=args.ema_max_decay,
+            use_ema_warmup=True,
+            inv_gamma=args.ema_inv_gamma,
+            power=args.ema_power,
+            model_cls=SimpleUNet2DModel,
+            model_config=accelerator.unwrap_model(unet).config,
+        )
+        ema_model.to(device)
+
+    global_step = 0
+    if args.resume_from_checkpoint is not None:
+        path = (
+            latest_checkpoint(output_dir)
+            if args.resume_from_checkpoint == "latest"
+            else Path(args.resume_from_checkpoint)
+        )
+        accelerator.load_state(str(path))
+        global_step = json.loads((path / STATE_FILE).read_text())["global_step"]
+        if ema_model is not None:
+            loaded = EMAModel.from_pretrained(str(path / "unet_ema"), model_cls=SimpleUNet2DModel)
+            ema_model.load_state_dict(loaded.state_dict())
+            ema_model.to(device)
+        accelerator.print(f"Resumed from {path} at step {global_step}")
+
+    if accelerator.is_main_process and args.logger != "none":
+        tracker_config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
+        accelerator.init_trackers("ddpm-kiit", config=tracker_config)
+    command = "accelerate launch examples/train.py " + shlex.join(
+        args.command_line if args.command_line is not None else sys.argv[1:]
+    )
+
+    progress = tqdm(
+        total=max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
+    )
+    images = images.to(device)
+    unet.train()
+    micro_step = global_step * args.gradient_accumulation_steps
+    last_checkpoint = latest_checkpoint(output_dir)
+    while global_step < max_train_steps:
+        indices = _batch_indices(len(images), global_batch, micro_step, args.seed)
+        start = accelerator.process_index * args.train_batch_size
+        clean = images[indices[start : start + args.train_batch_size].to(device)]
+        generator = _step_generator(args.seed, micro_step, accelerator.process_index, device)
+        if args.random_flip:
+            flip = torch.rand(clean.shape[0], generator=generator, device=device) < 0.5
+            clean = torch.where(flip[:, None, None, None], clean.flip(-1), clean)
+        noise = torch.randn(clean.shape, generator=generator, device=device)
+        timesteps = torch.randint(
+            0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator, device=device
+        )
+        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+        if args.channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+
+        with accelerator.accumulate(unet):
+            prediction = unet(noisy, timesteps).sample
+            target = training_target(noise_scheduler, clean, noise, timesteps)
+            distance = F.l1_loss if args.loss == "l1" else F.mse_loss
+            per_sample = distance(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+            weights = loss_weights(noise_scheduler, timesteps, args.snr_gamma)
+            loss = (per_sample * weights).mean() if weights is not None else per_sample.mean()
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        micro_step += 1
+
+        if not accelerator.sync_gradients:
+            continue
+        mean_loss = accelerator.gather(loss.detach()[None]).float()
+        if not torch.isfinite(mean_loss).all():
+            raise NonFiniteLossError(
+                f"The loss became {mean_loss.tolist()} at step {global_step + 1}; training stopped without saving. "
+                f"The last good checkpoint is {last_checkpoint or 'none (no checkpoint was written yet)'}. Lower "
+                "--learning_rate, keep --max_grad_norm on, or try --mixed_precision no."
+            )
+        if ema_model is not None:
+            ema_model.step(accelerator.unwrap_model(unet).parameters())
+        global_step += 1
+        progress.update(1)
+        if global_step % args.logging_steps == 0 or global_step == max_train_steps:
+            logs = {"loss": mean_loss.mean().item(), "lr": lr_scheduler.get_last_lr()[0], "step": global_step}
+            if ema_model is not None:
+                logs["ema_decay"] = ema_model.cur_decay_value or 0.0
+            progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+            accelerator.log(logs, step=global_step)
+
+        if global_step % args.checkpointing_steps == 0 and global_step < max_train_steps:
+            last_checkpoint = _save_checkpoint(
+                accelerator, ema_model, output_dir, global_step, args.checkpoints_total_limit
+            )
+        if args.save_images_steps and global_step % args.save_images_steps == 0 and accelerator.is_main_process:
+            grid = _grid_with_ema(accelerator.unwrap_model(unet), ema_model, noise_scheduler, args, device)
+            _log_grid(accelerator, output_dir, grid, global_step)
+    progress.close()
+
+    _save_checkpoint(accelerator, ema_model, output_dir, global_step, args.checkpoints_total_limit)
+    if accelerator.is_main_process:
+        final_unet = accelerator.unwrap_model(unet)
+        if ema_model is not None:
+            ema_model.copy_to(final_unet.parameters())
+        final_unet = final_unet.to(memory_format=torch.contiguous_format).eval()
+        grid = sample_grid(final_unet, noise_scheduler, args, device, seed=args.seed)
+        _log_grid(accelerator, output_dir, grid, global_step)
+        _export_pipeline(final_unet, noise_scheduler, args, output_dir, grid, command)
+        if args.push_to_hub:
+            from ..hub import push_folder
+
+            push_folder(output_dir, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return output_dir
+
+
+def _grid_with_ema(unet, ema_model, scheduler, args, device):
+    if ema_model is None:
+        return sample_grid(unet, scheduler, args, device, seed=args.seed)
+    ema_model.store(unet.parameters())
+    ema_model.copy_to(unet.parameters())
+    try:
+        return sample_grid(unet, scheduler, args, device, seed=args.seed)
+    finally:
+        ema_model.restore(unet.parameters())
+
+
+def _log_grid(accelerator, output_dir: Path, grid, step: int):
+    import numpy as np
+
+    samples_dir = output_dir / "samples"
+    samples_dir.mkdir(exist_ok=True)
+    path = samples_dir / f"step-{step:06d}.png"
+    partial = samples_dir / f".step-{step:06d}.partial.png"
+    grid.save(partial)
+    os.replace(partial, path)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("samples", np.asarray(grid.convert("RGB")), step, dataformats="HWC")
