@@ -69,6 +69,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 pickles (protocol 2) store the arrays' raw bytes
     }
 
     def find_class(self, module, name):
@@ -76,6 +77,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only numpy arrays are expected")
         if name == "_reconstruct":  # numpy 2 moved numpy.core to numpy._core
             return np.ndarray.__reduce__(np.zeros(0))[0]
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
         return getattr(np, name)
 
 

@@ -1,6 +1,7 @@
 """Command-line flags of `examples/train.py`, named as in Diffusers' `train_unconditional.py`, and their checks."""
 
 import argparse
+import inspect
 import json
 import os
 import tempfile
@@ -126,8 +127,7 @@ def load_model_config(args) -> dict:
             ) from error
         if not isinstance(overrides, dict):
             raise ValueError(f"--model_config must be a JSON object, got {type(overrides).__name__}.")
-        valid = set(SimpleUNet2DModel.extract_init_dict({})[0]) | {"in_channels", "out_channels", "sample_size"}
-        valid = {k for k in valid if not k.startswith("_")}
+        valid = set(inspect.signature(SimpleUNet2DModel.__init__).parameters) - {"self"}
         unknown = sorted(set(overrides) - valid)
         if unknown:
             raise ValueError(f"--model_config: unknown keys {unknown}; valid keys are {sorted(valid)}.")
@@ -137,8 +137,8 @@ def load_model_config(args) -> dict:
 
 
 def _check_writable(folder: Path):
-    folder.mkdir(parents=True, exist_ok=True)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:

@@ -88,8 +88,21 @@ def _batch_indices(num_images: int, global_batch: int, micro_step: int, seed: in
     return order[position * global_batch : (position + 1) * global_batch]
 
 
-def _save_checkpoint(accelerator, ema_model, output_dir: Path, global_step: int, limit: Optional[int]) -> Path:
-    """Writes `checkpoint-<step>` through a temporary folder, so a kill at any moment keeps the previous one intact."""
+def _weights_checksum(model) -> torch.Tensor:
+    """A float64 fingerprint of every parameter and buffer, to check that data-parallel processes agree."""
+    total = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
+    for index, tensor in enumerate(model.state_dict().values()):
+        if tensor.is_floating_point():
+            total += (index + 1) * tensor.double().sum()
+    return total
+
+
+def _save_checkpoint(accelerator, unet, ema_model, output_dir: Path, global_step: int, limit: Optional[int]) -> Path:
+    """Writes `checkpoint-<step>` through a temporary folder, so a kill at any moment keeps the previous one intact.
+
+    Its `training_state.json` holds the step and each process's weight checksum (they must all be equal).
+    """
+    checksums = accelerator.gather(_weights_checksum(accelerator.unwrap_model(unet))[None]).tolist()
     final = output_dir / f"checkpoint-{global_step}"
     partial = output_dir / f".checkpoint-{global_step}.partial"
     if accelerator.is_main_process and partial.exists():
@@ -99,7 +112,12 @@ def _save_checkpoint(accelerator, ema_model, output_dir: Path, global_step: int,
     if accelerator.is_main_process:
         if ema_model is not None:
             ema_model.save_pretrained(str(partial / "unet_ema"))  # safetensors, not a pickle
-        (partial / STATE_FILE).write_text(json.dumps({"global_step": global_step}))
+        state = {
+            "global_step": global_step,
+            "num_processes": accelerator.num_processes,
+            "weights_checksums": checksums,
+        }
+        (partial / STATE_FILE).write_text(json.dumps(state))
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -198,7 +216,12 @@ def train(args) -> Path:
     if args.mixed_precision is None:
         args.mixed_precision = default_mixed_precision()
     output_dir = Path(args.output_dir)
+    # Launched as several processes (`accelerate launch --multi_gpu --num_processes N`, `torchrun`) on a machine with
+    # no GPU, Accelerate only sets up data-parallel training (gloo) when told to use the CPU; without that, each
+    # process would silently train a model of its own.
+    multi_process_on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(
+        cpu=multi_process_on_cpu,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.logger == "none" else args.logger,
@@ -278,9 +301,7 @@ def train(args) -> Path:
         accelerator.load_state(str(path))
         global_step = json.loads((path / STATE_FILE).read_text())["global_step"]
         if ema_model is not None:
-            loaded = EMAModel.from_pretrained(str(path / "unet_ema"), model_cls=SimpleUNet2DModel)
-            ema_model.load_state_dict(loaded.state_dict())
-            ema_model.to(device)
+            _load_ema(ema_model, path / "unet_ema", device)
         accelerator.print(f"Resumed from {path} at step {global_step}")
 
     if accelerator.is_main_process and args.logger != "none":
@@ -350,14 +371,14 @@ def train(args) -> Path:
 
         if global_step % args.checkpointing_steps == 0 and global_step < max_train_steps:
             last_checkpoint = _save_checkpoint(
-                accelerator, ema_model, output_dir, global_step, args.checkpoints_total_limit
+                accelerator, unet, ema_model, output_dir, global_step, args.checkpoints_total_limit
             )
         if args.save_images_steps and global_step % args.save_images_steps == 0 and accelerator.is_main_process:
             grid = _grid_with_ema(accelerator.unwrap_model(unet), ema_model, noise_scheduler, args, device)
             _log_grid(accelerator, output_dir, grid, global_step)
     progress.close()
 
-    _save_checkpoint(accelerator, ema_model, output_dir, global_step, args.checkpoints_total_limit)
+    _save_checkpoint(accelerator, unet, ema_model, output_dir, global_step, args.checkpoints_total_limit)
     if accelerator.is_main_process:
         final_unet = accelerator.unwrap_model(unet)
         if ema_model is not None:
@@ -373,6 +394,26 @@ def train(args) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir
+
+
+def _load_ema(ema_model, folder: Path, device):
+    """Restores EMA weights and counters saved by `EMAModel.save_pretrained` (safetensors plus config keys)."""
+    config = SimpleUNet2DModel.load_config(folder)
+    state = {
+        k: config[k]
+        for k in (
+            "decay",
+            "min_decay",
+            "optimization_step",
+            "update_after_step",
+            "use_ema_warmup",
+            "inv_gamma",
+            "power",
+        )
+    }
+    state["shadow_params"] = [p.detach().clone() for p in SimpleUNet2DModel.from_pretrained(folder).parameters()]
+    ema_model.load_state_dict(state)
+    ema_model.to(device)
 
 
 def _grid_with_ema(unet, ema_model, scheduler, args, device):

@@ -1,0 +1,203 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddpm_kiit import KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
+from ddpm_kiit.cli import train_main
+from ddpm_kiit.training import NonFiniteLossError, parse_args, train
+from ddpm_kiit.training import loop as training_loop
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = json.dumps({"block_out_channels": [8, 16], "time_embedding_dim": 8, "norm_num_groups": 4})
+
+
+def tiny_args(tmp_path, *extra):
+    return [
+        "--dataset_name", "mnist",
+        "--cache_dir", str(tmp_path / "cache"),
+        "--max_train_samples", "64",
+        "--resolution", "16",
+        "--model_config", TINY_MODEL,
+        "--train_batch_size", "8",
+        "--ddpm_num_steps", "20",
+        "--num_sample_images", "4",
+        "--logger", "none",
+        "--mixed_precision", "no",
+        "--output_dir", str(tmp_path / "out"),
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def _unet_state(folder):
+    return SimpleUNet2DModel.from_pretrained(folder, subfolder="unet").state_dict()
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    unet = SimpleUNet2DModel(
+        sample_size=16,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(16, 32),
+        norm_type="group",
+        norm_num_groups=8,
+    )
+    scheduler = KiitDDPMScheduler()
+    clean = torch.rand(16, 1, 16, 16) * 2 - 1
+    noise, timesteps = torch.randn_like(clean), torch.randint(0, 300, (16,))
+    noisy = scheduler.add_noise(clean, noise, timesteps)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(40):
+        loss = torch.nn.functional.mse_loss(unet(noisy, timesteps).sample, noise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_training_writes_a_loadable_pipeline_with_card_and_grid(tmp_path):
+    out = train(parse_args(tiny_args(tmp_path, "--max_train_steps", "4", "--checkpointing_steps", "2")))
+    pipe = KiitDDPMPipeline.from_pretrained(out)
+    assert pipe.unet.config.in_channels == 1 and pipe.unet.config.sample_size == 16
+    assert pipe.scheduler.config.num_train_timesteps == 20
+    card = (out / "README.md").read_text()
+    assert "accelerate launch examples/train.py" in card and "--max_train_steps 4" in card
+    assert (out / "samples.png").is_file() and (out / "samples" / "step-000004.png").is_file()
+    checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-2", "checkpoint-4"]
+    assert not list(out.glob(".*")), "no temporary folders left behind"
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    common = ["--lr_scheduler", "constant_with_warmup", "--lr_warmup_steps", "2", "--checkpointing_steps", "3"]
+    straight = train(parse_args(tiny_args(tmp_path / "a", "--max_train_steps", "6", *common)))
+    first = tiny_args(tmp_path / "b", "--max_train_steps", "3", *common)
+    train(parse_args(first))
+    resumed = train(
+        parse_args(tiny_args(tmp_path / "b", "--max_train_steps", "6", "--resume_from_checkpoint", "latest", *common))
+    )
+    expected, actual = _unet_state(straight), _unet_state(resumed)
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    real_target = training_loop.training_target
+    calls = {"n": 0}
+
+    def poisoned(*args):
+        calls["n"] += 1
+        target = real_target(*args)
+        return target * float("nan") if calls["n"] >= 4 else target
+
+    monkeypatch.setattr(training_loop, "training_target", poisoned)
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss became \[nan\] at step 4.*last good checkpoint is .*checkpoint-2"
+    ):
+        train(parse_args(tiny_args(tmp_path, "--max_train_steps", "10", "--checkpointing_steps", "2")))
+    out = tmp_path / "out"
+    assert (out / "checkpoint-2" / "training_state.json").is_file()
+    assert not (out / "model_index.json").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--dataset_name", "no-such-dataset-xyz"], "Could not load dataset 'no-such-dataset-xyz'"),
+        (["--image_column", "picture"], "Column 'picture' is not in the dataset"),
+        (["--resume_from_checkpoint", "latest"], "no checkpoint-\\* folder"),
+        (["--num_epochs", "1", "--max_train_steps", "5"], "not both"),
+        (["--mixed_precision", "fp16"], "fp16 needs a GPU"),
+        (["--model_config", '{"widths": [8]}'], r"unknown keys \['widths'\]"),
+        (["--learning_rate", "0"], "--learning_rate must be positive"),
+        (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
+    ],
+)
+def test_bad_training_flags_fail_before_work(tmp_path, extra, message, capsys):
+    assert train_main(tiny_args(tmp_path, "--max_train_steps", "2", *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("train: error:")
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "out" / "model_index.json").exists()
+
+
+def test_resolution_the_model_cannot_take(tmp_path, capsys):
+    args = tiny_args(
+        tmp_path,
+        "--max_train_steps",
+        "2",
+        "--resolution",
+        "30",
+        "--model_config",
+        '{"block_out_channels": [8, 16, 32]}',
+    )
+    assert train_main(args) == 2
+    assert (
+        "--resolution 30 is not divisible by 4, which this model's 2 down blocks need; use one of [28, 32]"
+        in capsys.readouterr().err
+    )
+
+
+def test_folder_without_images_fails_before_work(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [a for a in tiny_args(tmp_path, "--max_train_steps", "2") if a not in ("--dataset_name", "mnist")]
+    assert train_main(args + ["--train_data_dir", str(empty)]) == 2
+    assert "holds no images" in capsys.readouterr().err
+
+
+def test_non_writable_output_dir(tmp_path, capsys):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("a file, not a folder")
+        output = blocker / "out"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        output = locked / "out"
+    args = tiny_args(tmp_path, "--max_train_steps", "2")
+    args[args.index("--output_dir") + 1] = str(output)
+    assert train_main(args) == 2
+    assert f"--output_dir '{output}' is not writable" in capsys.readouterr().err
+
+
+def test_finished_pipeline_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model_index.json").write_text("{}")
+    assert train_main(tiny_args(tmp_path, "--max_train_steps", "2")) == 2
+    assert "already holds a trained pipeline" in capsys.readouterr().err
+    assert (out / "model_index.json").read_text() == "{}"
+
+
+def test_two_processes_train_data_parallel_with_identical_weights(tmp_path):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(ROOT / "examples" / "train.py"),
+        *tiny_args(tmp_path, "--max_train_steps", "3", "--checkpointing_steps", "3"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((tmp_path / "out" / "checkpoint-3" / "training_state.json").read_text())
+    assert state["num_processes"] == 2
+    first, second = state["weights_checksums"]
+    assert first == second
+    KiitDDPMPipeline.from_pretrained(tmp_path / "out")
