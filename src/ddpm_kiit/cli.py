@@ -56,7 +56,82 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--sample-size", type=_positive_int, default=32)
     convert.add_argument("--num-heads", type=_positive_int, default=1)
     convert.add_argument("--overwrite", action="store_true")
+    evaluate = commands.add_parser("evaluate", help="FID/KID/precision/recall/copy check against held-out images.")
+    evaluate.add_argument("pipeline")
+    evaluate.add_argument("--dataset", default="mnist")
+    evaluate.add_argument("--num-samples", type=_positive_int, default=1000)
+    evaluate.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="Default: the pipeline's own.")
+    evaluate.add_argument("--steps", type=_positive_int, default=None)
+    evaluate.add_argument("--features", choices=("classifier", "inception"), default="classifier")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=250)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--samples-cache", default=None, help="Folder to keep generated samples in, for re-scoring.")
+    evaluate.add_argument("--out", default=None, help="Write the JSON report here.")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--overwrite", action="store_true")
+
+    floor = commands.add_parser("floor", help="Real-vs-real scores of a dataset at several n (what perfect scores).")
+    floor.add_argument("--dataset", default="mnist")
+    floor.add_argument("--num-samples", type=_int_list, default=[500])
+    floor.add_argument("--features", choices=("classifier", "inception"), default="classifier")
+    floor.add_argument("--seed", type=int, default=0)
+
+    classifier = commands.add_parser("train-classifier", help="Retrain a shipped feature classifier.")
+    classifier.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
+    classifier.add_argument("--epochs", type=_positive_int, default=8)
+    classifier.add_argument("--seed", type=int, default=0)
+    classifier.add_argument("--out", default=None, help="Default: the package's weights folder.")
     return parser
+
+
+def _evaluate(args) -> str:
+    import json
+
+    from .evaluation import evaluate_pipeline, format_report
+    from .sampling import load_pipeline, swap_scheduler
+
+    if args.out and os.path.exists(args.out) and not args.overwrite:
+        raise ValueError(f"{args.out!r} already exists; choose another --out or pass --overwrite.")
+    pipe = load_pipeline(args.pipeline, args.device)
+    if args.scheduler:
+        swap_scheduler(pipe, args.scheduler)
+    report = evaluate_pipeline(
+        pipe,
+        dataset=args.dataset,
+        num_samples=args.num_samples,
+        features=args.features,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        num_inference_steps=args.steps,
+        samples_cache=args.samples_cache,
+    )
+    report["command"] = "ddpm-kiit " + " ".join(sys.argv[1:])
+    if args.out:
+        partial = f"{args.out}.partial"
+        with open(partial, "w") as f:
+            json.dump(report, f, indent=2)
+        os.replace(partial, args.out)
+    return format_report(report)
+
+
+def _floor(args) -> str:
+    from .evaluation import real_floor
+
+    rows = [f"{'n':>6}{'FID':>10}{'KID':>12}{'precision':>11}{'recall':>9}"]
+    for n in args.num_samples:
+        s = real_floor(args.dataset, n, args.features, args.seed)
+        rows.append(f"{n:>6}{s['fid']:>10.3f}{s['kid_mean']:>12.5f}{s['precision']:>11.3f}{s['recall']:>9.3f}")
+    return f"real vs real on {args.dataset} ({args.features} features)\n" + "\n".join(rows)
+
+
+def _train_classifier(args) -> str:
+    from .evaluation.train_classifier import train_classifier
+
+    result = train_classifier(args.dataset, epochs=args.epochs, seed=args.seed, output=args.out)
+    return (
+        f"{args.dataset} classifier: held-out accuracy {result['test_accuracy']:.4f} "
+        f"(train {result['train_accuracy']:.4f}), saved to {result['path']}"
+    )
 
 
 def _generate(args) -> str:
@@ -111,7 +186,14 @@ def _convert(args) -> str:
     return f"converted a {variant} SimpleUnet checkpoint to {folder}"
 
 
-COMMANDS = {"generate": _generate, "compare-schedulers": _compare, "convert-seed": _convert}
+COMMANDS = {
+    "generate": _generate,
+    "compare-schedulers": _compare,
+    "convert-seed": _convert,
+    "evaluate": _evaluate,
+    "floor": _floor,
+    "train-classifier": _train_classifier,
+}
 
 
 def train_main(argv: Optional[List[str]] = None) -> int:
@@ -124,7 +206,18 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, NonFiniteLossError) as error:
         print(f"train: error: {error}", file=sys.stderr)
         return 2
-    print(f"Saved the trained pipeline to {output_dir}")
+    summary_file = output_dir / "train_summary.json"
+    if summary_file.is_file():  # only the main process writes it
+        import json
+
+        summary = json.loads(summary_file.read_text())
+        print(
+            f"Trained {summary['steps']} steps in {summary['train_seconds'] / 60:.1f} min "
+            f"({summary['images_per_second']:.0f} images/s, {summary['num_processes']} process(es), "
+            f"mixed precision {summary['mixed_precision']})."
+        )
+        print(f"Samples: {output_dir / 'samples.png'} (and {output_dir / 'samples'}/)")
+        print(f"Pipeline: {output_dir} (load with KiitDDPMPipeline.from_pretrained)")
     return 0
 
 

@@ -7,6 +7,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -318,6 +319,7 @@ def train(args) -> Path:
     unet.train()
     micro_step = global_step * args.gradient_accumulation_steps
     last_checkpoint = latest_checkpoint(output_dir)
+    first_step, loop_start = global_step, time.perf_counter()
     while global_step < max_train_steps:
         indices = _batch_indices(len(images), global_batch, micro_step, args.seed)
         start = accelerator.process_index * args.train_batch_size
@@ -377,6 +379,15 @@ def train(args) -> Path:
             grid = _grid_with_ema(accelerator.unwrap_model(unet), ema_model, noise_scheduler, args, device)
             _log_grid(accelerator, output_dir, grid, global_step)
     progress.close()
+    train_seconds = time.perf_counter() - loop_start
+    images_seen = (global_step - first_step) * global_batch * args.gradient_accumulation_steps
+    summary = {
+        "steps": global_step - first_step,
+        "train_seconds": round(train_seconds, 2),
+        "images_per_second": round(images_seen / max(train_seconds, 1e-9), 1),
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": args.mixed_precision,
+    }
 
     _save_checkpoint(accelerator, unet, ema_model, output_dir, global_step, args.checkpoints_total_limit)
     if accelerator.is_main_process:
@@ -391,6 +402,7 @@ def train(args) -> Path:
             from ..hub import push_folder
 
             push_folder(output_dir, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo)
+        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir

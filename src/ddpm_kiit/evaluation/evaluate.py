@@ -1,0 +1,174 @@
+"""`ddpm-kiit evaluate`: generate, extract features, and score against the held-out split, beside the real floor."""
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import ImageTransform, dataset_to_tensor, load_image_dataset
+from .features import InceptionFeatures, load_classifier
+from .metrics import copy_fraction, frechet_distance, kernel_inception_distance, precision_recall
+
+FEATURES = ("classifier", "inception")
+COPY_CHECK_TRAIN_IMAGES = 5000
+
+
+def feature_network(features: str, dataset: str):
+    if features not in FEATURES:
+        raise ValueError(f"`features` must be one of {FEATURES}, got {features!r}.")
+    return load_classifier(dataset) if features == "classifier" else InceptionFeatures()
+
+
+@torch.no_grad()
+def extract_features(network, images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
+    """Features of `(n, C, H, W)` images in [-1, 1], in batches."""
+    return torch.cat([network.features(images[i : i + batch_size].float()) for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def generate_samples(pipe, num_samples: int, batch_size: int = 250, seed: int = 0, num_inference_steps=None):
+    """`num_samples` images in [-1, 1] from `pipe`, in batches, each batch seeded from `seed` and its index."""
+    pipe.set_progress_bar_config(disable=True)
+    batches = []
+    for index, start in enumerate(tqdm(range(0, num_samples, batch_size), desc="Generating")):
+        count = min(batch_size, num_samples - start)
+        images = pipe(
+            batch_size=count,
+            generator=torch.Generator(pipe.device).manual_seed(seed * 100_003 + index),
+            num_inference_steps=num_inference_steps,
+            output_type="pt",
+        ).images
+        batches.append(images.cpu() * 2 - 1)
+    return torch.cat(batches)
+
+
+def reference_images(dataset: str, split: str, channels: int, resolution: int, cache_dir=None) -> torch.Tensor:
+    data = load_image_dataset(dataset, split=split, cache_dir=cache_dir)
+    return dataset_to_tensor(data, ImageTransform(resolution, channels))
+
+
+def score(real: torch.Tensor, fake: torch.Tensor, train: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """Every metric of one comparison, on features."""
+    result = {"fid": frechet_distance(real, fake), **kernel_inception_distance(real, fake)}
+    result.update(precision_recall(real, fake))
+    if train is not None:
+        result["copy_fraction"] = copy_fraction(train, fake)
+    return result
+
+
+def pipeline_hash(pipe) -> str:
+    """A short hash of the unet's and scheduler's configs, to tie a report to the pipeline it measured."""
+    configs = json.dumps([dict(pipe.unet.config), dict(pipe.scheduler.config)], sort_keys=True, default=str)
+    return hashlib.sha256(configs.encode()).hexdigest()[:16]
+
+
+def real_floor(
+    dataset: str, num_samples: int, features: str = "classifier", seed: int = 0, cache_dir=None
+) -> Dict[str, float]:
+    """The same metrics between `num_samples` training images and `num_samples` held-out images: what a perfect
+    model would score at this n (FID's bias grows as n shrinks)."""
+    network = feature_network(features, dataset)
+    test = reference_images(dataset, "test", 1 if features == "classifier" else 3, 32, cache_dir)
+    train = reference_images(dataset, "train", test.shape[1], 32, cache_dir)
+    _check_n(num_samples, len(test), dataset)
+    generator = torch.Generator().manual_seed(seed)
+    real = extract_features(network, test[torch.randperm(len(test), generator=generator)[:num_samples]])
+    other = extract_features(network, train[torch.randperm(len(train), generator=generator)[:num_samples]])
+    return score(real, other)
+
+
+def _check_n(num_samples: int, available: int, dataset: str):
+    if num_samples > available:
+        raise ValueError(
+            f"--num-samples {num_samples} is larger than the {available} held-out images of {dataset!r}; use at most "
+            f"{available}, or a dataset with a larger test split (e.g. mnist-full)."
+        )
+
+
+def evaluate_pipeline(
+    pipe,
+    dataset: str = "mnist",
+    num_samples: int = 1000,
+    features: str = "classifier",
+    batch_size: int = 250,
+    seed: int = 0,
+    num_inference_steps: Optional[int] = None,
+    samples_cache: Optional[os.PathLike] = None,
+    cache_dir=None,
+) -> Dict:
+    """Scores `pipe` against the held-out split of `dataset`, with the real-vs-real floor at the same n."""
+    start = time.perf_counter()
+    config = pipe.unet.config
+    network = feature_network(features, dataset)
+    if features == "classifier" and (config.in_channels != 1 or config.sample_size != 32):
+        raise ValueError(
+            f"The {dataset} classifier takes 1-channel 32x32 images; this pipeline makes {config.in_channels}-channel "
+            f"{config.sample_size}x{config.sample_size} ones. Use --features inception."
+        )
+    try:
+        test = reference_images(dataset, "test", config.in_channels, config.sample_size, cache_dir)
+    except ValueError as error:
+        raise ValueError(f"{error} Evaluation needs a held-out split of {dataset!r} to compare against.") from error
+    _check_n(num_samples, len(test), dataset)
+    train = reference_images(dataset, "train", config.in_channels, config.sample_size, cache_dir)
+
+    cache_file = None
+    if samples_cache is not None:
+        key = f"{pipeline_hash(pipe)}-{type(pipe.scheduler).__name__}-{num_inference_steps}-{num_samples}-{seed}"
+        cache_file = Path(samples_cache) / f"samples-{key}.safetensors"
+    if cache_file is not None and cache_file.is_file():
+        from safetensors.torch import load_file
+
+        samples = load_file(str(cache_file))["samples"].float() / 127.5 - 1
+    else:
+        samples = generate_samples(pipe, num_samples, batch_size, seed, num_inference_steps)
+        if cache_file is not None:
+            from safetensors.torch import save_file
+
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache_file.with_name(f".{cache_file.name}.partial")
+            save_file({"samples": ((samples + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)}, str(partial))
+            os.replace(partial, cache_file)
+    sampling_seconds = time.perf_counter() - start
+
+    generator = torch.Generator().manual_seed(seed)
+    real_index = torch.randperm(len(test), generator=generator)[:num_samples]
+    train_index = torch.randperm(len(train), generator=generator)
+    real = extract_features(network, test[real_index])
+    fake = extract_features(network, samples)
+    train_features = extract_features(network, train[train_index[:COPY_CHECK_TRAIN_IMAGES]])
+    floor = score(real, extract_features(network, train[train_index[:num_samples]]))
+    return {
+        "scores": score(real, fake, train_features),
+        "floor": floor,
+        "num_samples": num_samples,
+        "dataset": dataset,
+        "features": features,
+        "scheduler": type(pipe.scheduler).__name__,
+        "num_inference_steps": num_inference_steps,
+        "seed": seed,
+        "pipeline_hash": pipeline_hash(pipe),
+        "sampling_seconds": round(sampling_seconds, 1),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def format_report(report: Dict) -> str:
+    """The report as a small table: each score beside its real-vs-real floor."""
+    rows = [f"{'metric':<16}{'model':>12}{'real floor':>12}"]
+    for key in ("fid", "kid_mean", "kid_std", "precision", "recall", "copy_fraction"):
+        model = report["scores"].get(key)
+        floor = report["floor"].get(key)
+        rows.append(
+            f"{key:<16}{'' if model is None else f'{model:.4g}':>12}{'' if floor is None else f'{floor:.4g}':>12}"
+        )
+    rows.append(
+        f"n = {report['num_samples']}, {report['features']} features on {report['dataset']}, "
+        f"{report['seconds']} s ({report['sampling_seconds']} s sampling)"
+    )
+    return "\n".join(rows)

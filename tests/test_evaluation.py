@@ -1,0 +1,144 @@
+import math
+
+import pytest
+import torch
+
+from ddpm_kiit.evaluation import (
+    copy_fraction,
+    frechet_distance,
+    kernel_inception_distance,
+    load_classifier,
+    precision_recall,
+)
+from ddpm_kiit.evaluation.evaluate import extract_features, reference_images
+from ddpm_kiit.evaluation.features import classifier_weights_path
+
+
+def _with_moments(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """`samples` transformed so that their sample mean and covariance are exactly `mean` and `cov`."""
+    centred = samples - samples.mean(0)
+    whitening = torch.linalg.inv(torch.linalg.cholesky(torch.cov(centred.T)))
+    return centred @ whitening.T @ torch.linalg.cholesky(cov).T + mean
+
+
+def test_fid_of_a_set_against_itself_is_zero():
+    features = torch.randn(500, 16, dtype=torch.float64)
+    assert abs(frechet_distance(features, features)) < 1e-6
+
+
+def test_fid_of_two_gaussians_is_the_closed_form():
+    torch.manual_seed(0)
+    d = 8
+    mean_a, mean_b = torch.zeros(d, dtype=torch.float64), torch.linspace(-1, 1, d, dtype=torch.float64)
+    std_a, std_b = torch.linspace(0.5, 2, d, dtype=torch.float64), torch.linspace(1, 3, d, dtype=torch.float64)
+    a = _with_moments(torch.randn(400, d, dtype=torch.float64), mean_a, torch.diag(std_a**2))
+    b = _with_moments(torch.randn(300, d, dtype=torch.float64), mean_b, torch.diag(std_b**2))
+    # For diagonal covariances: |mu_a - mu_b|^2 + sum (std_a - std_b)^2.
+    closed_form = float((mean_a - mean_b).square().sum() + (std_a - std_b).square().sum())
+    assert frechet_distance(a, b) == pytest.approx(closed_form, abs=1e-6)
+
+
+def test_fid_matches_torchmetrics_on_the_same_features():
+    torchmetrics_fid = pytest.importorskip("torchmetrics.image.fid")
+
+    class Identity(torch.nn.Module):
+        num_features = 32
+
+        def forward(self, x):
+            return x
+
+    torch.manual_seed(0)
+    real = torch.randn(600, 32)
+    fake = torch.randn(500, 32) * 1.3 + 0.2 + torch.randn(32) * 0.1
+    metric = torchmetrics_fid.FrechetInceptionDistance(feature=Identity(), normalize=False)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    theirs = float(metric.compute())
+    ours = frechet_distance(real, fake)
+    assert ours == pytest.approx(theirs, rel=1e-3), (ours, theirs)
+
+
+def test_kid_of_identical_distributions_is_near_zero_and_of_shifted_ones_is_not():
+    torch.manual_seed(0)
+    a, b = torch.randn(800, 16), torch.randn(800, 16)
+    same = kernel_inception_distance(a, b, subset_size=400, num_subsets=50)
+    shifted = kernel_inception_distance(a, b + 0.5, subset_size=400, num_subsets=50)
+    assert abs(same["kid_mean"]) < 3 * same["kid_std"] + 1e-3
+    assert shifted["kid_mean"] > 10 * max(same["kid_std"], 1e-4)
+
+
+def test_precision_recall_and_copy_check_on_toy_sets():
+    torch.manual_seed(0)
+    real = torch.randn(400, 4)
+    assert precision_recall(real, real[torch.randperm(400)])["recall"] == 1.0
+    far = torch.randn(400, 4) + 20
+    scores = precision_recall(real, far)
+    assert scores["precision"] == 0.0 and scores["recall"] == 0.0
+    assert copy_fraction(real, real[:50] + 1e-6) == 1.0
+    assert copy_fraction(real, far) == 0.0
+
+
+def test_bad_feature_shapes_are_refused():
+    with pytest.raises(ValueError, match="same d"):
+        frechet_distance(torch.zeros(5, 3), torch.zeros(5, 4))
+
+
+needs_classifier = pytest.mark.skipif(
+    not classifier_weights_path("mnist").is_file(), reason="shipped MNIST classifier missing"
+)
+
+
+@pytest.fixture(scope="module")
+def mnist_features():
+    network = load_classifier("mnist")
+    test = reference_images("mnist", "test", 1, 32)
+    train = reference_images("mnist", "train", 1, 32)
+    return network, test, train
+
+
+def _blur(images, sigma):
+    radius = max(1, int(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    padded = torch.nn.functional.pad(images, (radius,) * 4, mode="reflect")
+    out = torch.nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return torch.nn.functional.conv2d(out, kernel.view(1, 1, -1, 1))
+
+
+@needs_classifier
+def test_scores_rise_monotonically_with_noise_and_blur(mnist_features):
+    network, test, train = mnist_features
+    real = extract_features(network, test)
+    generator = torch.Generator().manual_seed(0)
+    base = train[:500]
+    noise = torch.randn(base.shape, generator=generator)
+    noisy = [
+        frechet_distance(real, extract_features(network, (base + s * noise).clamp(-1, 1))) for s in (0, 0.2, 0.4, 0.8)
+    ]
+    blurred = [frechet_distance(real, extract_features(network, _blur(base, s))) for s in (0.5, 1.0, 1.5, 2.5)]
+    assert noisy == sorted(noisy) and noisy[-1] > 2 * noisy[0], noisy
+    assert blurred == sorted(blurred) and blurred[-1] > 2 * blurred[0], blurred
+
+
+@needs_classifier
+def test_dropping_half_the_classes_lowers_recall(mnist_features):
+    from ddpm_kiit.data import load_image_dataset
+
+    network, test, train = mnist_features
+    labels = torch.tensor(load_image_dataset("mnist")["label"])
+    real = extract_features(network, test)
+    full = extract_features(network, train[:500])
+    half = train[labels < 5][:500]
+    dropped = extract_features(network, half)
+    assert precision_recall(real, dropped)["recall"] < precision_recall(real, full)["recall"] - 0.2
+
+
+@needs_classifier
+def test_shipped_mnist_classifier_is_accurate(mnist_features):
+    from ddpm_kiit.data import load_image_dataset
+    from ddpm_kiit.evaluation.train_classifier import accuracy
+
+    network, test, _ = mnist_features
+    labels = torch.tensor(load_image_dataset("mnist", split="test")["label"])
+    assert accuracy(network, test, labels) > 0.97
