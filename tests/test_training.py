@@ -189,7 +189,8 @@ def test_finished_pipeline_is_not_overwritten(tmp_path, capsys):
 def test_two_processes_train_data_parallel_with_identical_weights(tmp_path):
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
         str(ROOT / "examples" / "train.py"),
         *tiny_args(tmp_path, "--max_train_steps", "3", "--checkpointing_steps", "3"),
     ]  # fmt: skip
@@ -201,3 +202,24 @@ def test_two_processes_train_data_parallel_with_identical_weights(tmp_path):
     first, second = state["weights_checksums"]
     assert first == second
     KiitDDPMPipeline.from_pretrained(tmp_path / "out")
+
+
+def test_eval_steps_log_kid_to_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ddpm_kiit.evaluation.features import classifier_weights_path
+
+    if not classifier_weights_path("mnist").is_file():
+        pytest.skip("shipped MNIST classifier missing")
+    args = tiny_args(tmp_path, "--max_train_steps", "4", "--eval_steps", "2", "--eval_num_samples", "8")
+    args[args.index("--resolution") + 1] = "32"
+    args[args.index("--logger") + 1] = "tensorboard"
+    args += ["--num_inference_steps", "3", "--sample_scheduler", "ddim", "--logging_steps", "1"]
+    train(parse_args(args))
+    events = [p for p in (tmp_path / "out" / "logs").rglob("events.out.tfevents.*")]
+    assert events
+    accumulator = EventAccumulator(str(events[0].parent)).Reload()
+    kid_steps = [event.step for event in accumulator.Scalars("eval/kid_mean")]
+    assert kid_steps == [2, 4]
+    assert len(accumulator.Scalars("loss")) == 4

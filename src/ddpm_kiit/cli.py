@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     classifier = commands.add_parser("train-classifier", help="Retrain a shipped feature classifier.")
     classifier.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
-    classifier.add_argument("--epochs", type=_positive_int, default=8)
+    classifier.add_argument("--epochs", type=_positive_int, default=20)
     classifier.add_argument("--seed", type=int, default=0)
     classifier.add_argument("--out", default=None, help="Default: the package's weights folder.")
     return parser

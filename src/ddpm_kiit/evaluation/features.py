@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 CLASSIFIER_DATASETS = ("mnist", "fashion-mnist")
+# Which shipped classifier reads which built-in dataset (the full MNIST is the same domain as the 5k subset).
+CLASSIFIER_FOR = {"mnist": "mnist", "mnist-full": "mnist", "fashion-mnist": "fashion-mnist"}
 
 
 class DigitClassifier(nn.Module):
@@ -49,11 +51,12 @@ def load_classifier(dataset: str, path: Optional[Path] = None) -> DigitClassifie
     """The shipped classifier of a built-in greyscale dataset (safetensors), in eval mode."""
     from safetensors.torch import load_file
 
-    if dataset not in CLASSIFIER_DATASETS and path is None:
+    if dataset not in CLASSIFIER_FOR and path is None:
         raise ValueError(
-            f"No shipped classifier for {dataset!r}; they exist for {CLASSIFIER_DATASETS}. Use --features inception "
-            "for other datasets."
+            f"No shipped classifier for {dataset!r}; they exist for {sorted(CLASSIFIER_FOR)}. Use --features "
+            "inception for other datasets."
         )
+    dataset = CLASSIFIER_FOR.get(dataset, dataset)
     path = Path(path) if path is not None else classifier_weights_path(dataset)
     if not path.is_file():
         raise ValueError(

@@ -42,10 +42,11 @@ def kernel_inception_distance(
     real: torch.Tensor, fake: torch.Tensor, subset_size: int = 1000, num_subsets: int = 100, seed: int = 0
 ) -> Dict[str, float]:
     """KID (Binkowski et al. 2018): the unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3, averaged over random
-    subsets; returns its mean and standard deviation over the subsets."""
+    subsets; returns its mean and standard deviation over the subsets. Subsets hold at most half of the smaller set,
+    so that they differ and the standard deviation means something at small n."""
     _check_features(real, fake)
     real, fake = real.double(), fake.double()
-    size = min(subset_size, len(real), len(fake))
+    size = max(2, min(subset_size, len(real) // 2, len(fake) // 2))
     dim = real.shape[1]
     generator = torch.Generator().manual_seed(seed)
     values = []

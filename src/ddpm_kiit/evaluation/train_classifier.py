@@ -32,7 +32,7 @@ def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor,
 
 def train_classifier(
     dataset_name: str,
-    epochs: int = 8,
+    epochs: int = 20,
     batch_size: int = 128,
     learning_rate: float = 2e-3,
     seed: int = 0,
@@ -76,6 +76,7 @@ def train_classifier(
     handle, partial = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
     os.close(handle)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, partial)
+    os.chmod(partial, 0o644)
     os.replace(partial, output)
     result["path"] = str(output)
     return result

@@ -10,16 +10,19 @@ from typing import List, Optional
 
 from ..models.unet_simple import SEED_VARIANTS, SimpleUNet2DModel
 
-# The model `accelerate launch examples/train.py` trains with no flags: small enough for a laptop CPU. GroupNorm
-# instead of the talk's BatchNorm (whose statistics mix all noise levels), a signed scale-and-shift time embedding.
+# The model `accelerate launch examples/train.py` trains with no flags: 4.7M parameters, small enough for a laptop CPU.
+# GroupNorm instead of the talk's BatchNorm (whose statistics mix all noise levels), a signed scale-and-shift time
+# embedding, and four-head self-attention at the 4x4 bottleneck. Without the fourth stage and the attention, the same
+# 1,500-step run gave strokes instead of digits (FID 359 against 177, classifier features, n = 500).
 DEFAULT_MODEL_CONFIG = {
-    "block_out_channels": (32, 64, 128),
+    "block_out_channels": (32, 64, 128, 256),
     "time_embedding_dim": 64,
     "norm_type": "group",
     "norm_num_groups": 8,
     "act_fn": "silu",
     "time_embedding_norm": "scale_shift",
-    "attention_type": None,
+    "attention_type": "self_attention",
+    "num_attention_heads": 4,
 }
 DEFAULT_DATASET = "mnist"
 SCHEDULER_CHOICES = ("kiit",)
@@ -52,12 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--scheduler", choices=SCHEDULER_CHOICES, default="kiit")
     model.add_argument("--ddpm_num_steps", type=int, default=300)
     model.add_argument(
-        "--ddpm_beta_schedule", default="linear", choices=("linear", "scaled_linear", "squaredcos_cap_v2")
+        "--ddpm_beta_schedule", default="squaredcos_cap_v2", choices=("linear", "scaled_linear", "squaredcos_cap_v2")
     )
     model.add_argument("--rescale_betas_zero_snr", action="store_true")
     model.add_argument("--prediction_type", default="epsilon", choices=("epsilon", "sample", "v_prediction"))
     model.add_argument("--loss", default="l2", choices=("l1", "l2"), help="The talk used L1, Ho et al. L2.")
-    model.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR loss weighting (Hang et al. 2023).")
+    model.add_argument(
+        "--snr_gamma", type=float, default=5.0, help="Min-SNR loss weighting (Hang et al. 2023); 0 turns it off."
+    )
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--train_batch_size", type=int, default=64)
@@ -93,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num_sample_images", type=int, default=16)
     run.add_argument("--num_inference_steps", type=int, default=None, help="Steps for sample grids (default: all).")
     run.add_argument("--sample_scheduler", default="kiit", help="Scheduler for sample grids (see ddpm_kiit.sampling).")
+    run.add_argument("--eval_steps", type=int, default=None, help="Log KID against the held-out split every N steps.")
+    run.add_argument("--eval_num_samples", type=int, default=200)
     run.add_argument("--logger", choices=("tensorboard", "wandb", "none"), default="tensorboard")
     run.add_argument("--logging_steps", type=int, default=10)
     run.add_argument("--push_to_hub", action="store_true")
@@ -163,6 +170,7 @@ def validate_args(args) -> None:
         "checkpointing_steps",
         "logging_steps",
         "num_sample_images",
+        "eval_num_samples",
     ):
         value = getattr(args, name)
         if value < 1:
@@ -174,6 +182,7 @@ def validate_args(args) -> None:
         "num_inference_steps",
         "max_train_samples",
         "checkpoints_total_limit",
+        "eval_steps",
     ):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -192,10 +201,21 @@ def validate_args(args) -> None:
         raise ValueError(
             f"--num_inference_steps {args.num_inference_steps} exceeds --ddpm_num_steps {args.ddpm_num_steps}."
         )
-    if args.snr_gamma is not None and args.snr_gamma <= 0:
-        raise ValueError(f"--snr_gamma must be positive, got {args.snr_gamma}.")
+    if args.snr_gamma is not None and args.snr_gamma < 0:
+        raise ValueError(f"--snr_gamma must be >= 0 (0 turns the weighting off), got {args.snr_gamma}.")
+    if args.snr_gamma == 0:
+        args.snr_gamma = None
     if not 0 < args.ema_max_decay < 1:
         raise ValueError(f"--ema_max_decay must be in (0, 1), got {args.ema_max_decay}.")
+    if args.eval_steps is not None:
+        from ..evaluation.features import CLASSIFIER_FOR
+
+        if args.dataset_name not in CLASSIFIER_FOR or args.resolution != 32:
+            raise ValueError(
+                f"--eval_steps scores with the shipped classifiers, which read 32x32 {sorted(CLASSIFIER_FOR)} images; "
+                f"got --dataset_name {args.dataset_name} at --resolution {args.resolution}. Use `ddpm-kiit evaluate "
+                "--features inception` after training instead."
+            )
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/ddpm-kiit-mnist).")
     from ..sampling import SCHEDULERS

@@ -375,6 +375,10 @@ def train(args) -> Path:
             last_checkpoint = _save_checkpoint(
                 accelerator, unet, ema_model, output_dir, global_step, args.checkpoints_total_limit
             )
+        if args.eval_steps and global_step % args.eval_steps == 0 and accelerator.is_main_process:
+            accelerator.log(
+                _evaluate_kid(accelerator.unwrap_model(unet), ema_model, noise_scheduler, args), step=global_step
+            )
         if args.save_images_steps and global_step % args.save_images_steps == 0 and accelerator.is_main_process:
             grid = _grid_with_ema(accelerator.unwrap_model(unet), ema_model, noise_scheduler, args, device)
             _log_grid(accelerator, output_dir, grid, global_step)
@@ -426,6 +430,33 @@ def _load_ema(ema_model, folder: Path, device):
     state["shadow_params"] = [p.detach().clone() for p in SimpleUNet2DModel.from_pretrained(folder).parameters()]
     ema_model.load_state_dict(state)
     ema_model.to(device)
+
+
+def _evaluate_kid(unet, ema_model, scheduler, args) -> dict:
+    """KID (unbiased, so meaningful at small n) of EMA samples against the held-out split, in classifier features."""
+    from ..evaluation.evaluate import extract_features, generate_samples, reference_images
+    from ..evaluation.features import load_classifier
+    from ..evaluation.metrics import kernel_inception_distance
+    from ..pipelines import KiitDDPMPipeline
+    from ..sampling import swap_scheduler
+
+    network = load_classifier(args.dataset_name)
+    real = reference_images(args.dataset_name, "test", unet.config.in_channels, args.resolution, args.cache_dir)
+    n = min(args.eval_num_samples, len(real))
+    pipe = swap_scheduler(KiitDDPMPipeline(unet=unet, scheduler=scheduler), args.sample_scheduler)
+    if ema_model is not None:
+        ema_model.store(unet.parameters())
+        ema_model.copy_to(unet.parameters())
+    was_training = unet.training
+    unet.eval()
+    try:
+        samples = generate_samples(pipe, n, seed=args.seed, num_inference_steps=args.num_inference_steps)
+    finally:
+        unet.train(was_training)
+        if ema_model is not None:
+            ema_model.restore(unet.parameters())
+    kid = kernel_inception_distance(extract_features(network, real[:n]), extract_features(network, samples))
+    return {"eval/kid_mean": kid["kid_mean"], "eval/kid_std": kid["kid_std"]}
 
 
 def _grid_with_ema(unet, ema_model, scheduler, args, device):
