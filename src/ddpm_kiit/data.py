@@ -9,8 +9,6 @@ import gzip
 import io
 import os
 import pickle
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -19,6 +17,8 @@ import numpy as np
 import torch
 from diffusers.utils import logging
 from PIL import Image
+
+from .io_utils import atomic_directory
 
 logger = logging.get_logger(__name__)
 
@@ -193,16 +193,8 @@ def build_builtin_dataset(name: str, cache_dir: Optional[os.PathLike] = None):
             for split, records in splits.items()
         }
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(target) as staging:
         dataset.save_to_disk(str(staging))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return datasets.load_from_disk(str(target))
 
 

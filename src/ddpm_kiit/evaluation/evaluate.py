@@ -126,13 +126,16 @@ def evaluate_pipeline(
 
         samples = load_file(str(cache_file))["samples"].float() / 127.5 - 1
     else:
-        samples = generate_samples(pipe, num_samples, batch_size, seed, num_inference_steps)
+        # Scored as 8-bit images, like the PNGs a user sees, so cached and fresh samples give the same numbers.
+        samples_uint8 = (generate_samples(pipe, num_samples, batch_size, seed, num_inference_steps) + 1) * 127.5
+        samples_uint8 = samples_uint8.round().clamp(0, 255).to(torch.uint8)
+        samples = samples_uint8.float() / 127.5 - 1
         if cache_file is not None:
             from safetensors.torch import save_file
 
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             partial = cache_file.with_name(f".{cache_file.name}.partial")
-            save_file({"samples": ((samples + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)}, str(partial))
+            save_file({"samples": samples_uint8}, str(partial))
             os.replace(partial, cache_file)
     sampling_seconds = time.perf_counter() - start
 
