@@ -163,8 +163,10 @@ def test_evaluate_command_writes_report_and_reuses_cached_samples(tiny_mnist_pip
 
     args = ["evaluate", str(tiny_mnist_pipeline), "--num-samples", "40", "--scheduler", "ddim", "--steps", "3"]
     args += ["--samples-cache", str(tmp_path / "cache")]
-    assert main(args + ["--out", str(tmp_path / "report.json")]) == 0
+    assert main(args + ["--out", str(tmp_path / "report.json"), "--update-card"]) == 0
     table = capsys.readouterr().out
+    card = (tiny_mnist_pipeline / "README.md").read_text()
+    assert "## Quality" in card and "| fid |" in card and card.index("## Quality") < card.index("## Limitations")
     assert "fid" in table and "real floor" in table
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["num_samples"] == 40 and report["floor"]["fid"] < report["scores"]["fid"]

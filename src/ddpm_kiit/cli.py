@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default=None, help="Write the JSON report here.")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--overwrite", action="store_true")
+    evaluate.add_argument("--update-card", action="store_true", help="Write the scores into the folder's model card.")
 
     floor = commands.add_parser("floor", help="Real-vs-real scores of a dataset at several n (what perfect scores).")
     floor.add_argument("--dataset", default="mnist")
@@ -112,6 +113,10 @@ def _evaluate(args) -> str:
         with open(partial, "w") as f:
             json.dump(report, f, indent=2)
         os.replace(partial, args.out)
+    if args.update_card:
+        from .hub import update_card_quality
+
+        update_card_quality(args.pipeline, report)
     return format_report(report)
 
 

@@ -146,7 +146,6 @@ def convert_seed_checkpoint(
     leaves a half-written pipeline, and an existing `output_dir` is only replaced with `overwrite=True`.
     Returns the folder and the detected variant.
     """
-    from .hub import write_model_card
     from .pipelines import KiitDDPMPipeline
     from .schedulers import KiitDDPMScheduler
 
@@ -157,13 +156,9 @@ def convert_seed_checkpoint(
     pipe = KiitDDPMPipeline(unet=unet, scheduler=KiitDDPMScheduler())
 
     with atomic_directory(output_dir) as staging:
-        pipe.save_pretrained(staging, safe_serialization=True)
-        write_model_card(
-            pipe,
-            staging,
-            training_command=f"converted with `ddpm-kiit convert-seed {Path(checkpoint).name} {output_dir.name}` "
-            "from a checkpoint of the talk's notebook",
-        )
+        command = f"`ddpm-kiit convert-seed {Path(checkpoint).name} {output_dir.name}`"
+        card = {"training_command": f"Converted with {command} from a checkpoint of the talk's notebook."}
+        pipe.save_pretrained(staging, safe_serialization=True, model_card_kwargs=card)
     variant = unet.config.attention_type or "simple"
     logger.info(f"Converted {checkpoint} ({variant}) to {output_dir}")
     return output_dir, variant

@@ -24,9 +24,15 @@ def _describe_unet(unet) -> str:
     return ", ".join(parts)
 
 
+NOT_RECORDED = (
+    "This pipeline was saved with `save_pretrained` outside `ddpm-kiit train`, so its training command was not "
+    "recorded."
+)
+
+
 def render_model_card(
     pipe,
-    training_command: str,
+    training_command: str = NOT_RECORDED,
     repo_id_or_path: str = "path/to/this/folder",
     hyperparameters: Optional[Dict] = None,
     sample_grid: Optional[str] = None,
@@ -86,7 +92,7 @@ def render_model_card(
         )
 
 
-def write_model_card(pipe, save_directory: os.PathLike, training_command: str, **kwargs) -> Path:
+def write_model_card(pipe, save_directory: os.PathLike, training_command: str = NOT_RECORDED, **kwargs) -> Path:
     """Renders the card and writes it as `README.md` in `save_directory`, beside the weights."""
     path = Path(save_directory) / "README.md"
     render_model_card(pipe, training_command, **kwargs).save(path)
@@ -111,3 +117,40 @@ def push_folder(
         commit_message=commit_message or "Upload ddpm-kiit pipeline",
     )
     return info.commit_url
+
+
+def quality_markdown(report: Dict) -> str:
+    """A `ddpm-kiit evaluate` report as the card's quality paragraph: scores beside the real-vs-real floor."""
+    scores, floor = report["scores"], report["floor"]
+    rows = ["| metric | model | real vs real |", "|---|---|---|"]
+    for key in ("fid", "kid_mean", "precision", "recall"):
+        rows.append(f"| {key} | {scores[key]:.4g} | {floor[key]:.4g} |")
+    rows.append(f"| copy_fraction | {scores['copy_fraction']:.3g} | |")
+    return (
+        f"Measured with `{report.get('command', 'ddpm-kiit evaluate')}`: n = {report['num_samples']} samples "
+        f"({report['scheduler']}, {report['num_inference_steps'] or 'all'} steps) against held-out "
+        f"{report['dataset']} images, {report['features']} features.\n\n" + "\n".join(rows)
+    )
+
+
+def update_card_quality(folder: os.PathLike, report: Dict) -> Path:
+    """Replaces (or adds) the `## Quality` section of the card in `folder` with `report`, keeping the rest."""
+    import re
+
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} does not exist: only pipeline folders with a model card can be updated.")
+    card = ModelCard.load(path)
+    section = f"## Quality\n\n{quality_markdown(report)}\n\n"
+    text = card.text
+    if re.search(r"^## Quality\n", text, re.M):
+        text = re.sub(r"^## Quality\n.*?(?=^## |\Z)", section, text, flags=re.M | re.S)
+    elif "## Limitations" in text:
+        text = text.replace("## Limitations", section + "## Limitations", 1)
+    else:
+        text = text + "\n" + section
+    card.text = text
+    partial = path.with_name(".README.md.partial")
+    card.save(partial)
+    os.replace(partial, path)
+    return path

@@ -1,6 +1,8 @@
 # Copyright 2026 The ddpm-kiit authors. Licensed under the Apache License, Version 2.0.
 """Unconditional image generation with a SimpleUNet (or any UNet2DModel-like model) and any Diffusers scheduler."""
 
+import os
+import tempfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -43,6 +45,52 @@ class KiitDDPMPipeline(DiffusionPipeline):
     def __init__(self, unet, scheduler):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+
+    def save_pretrained(self, save_directory, *args, model_card_kwargs: Optional[Dict] = None, **kwargs):
+        """Saves like [`DiffusionPipeline.save_pretrained`], plus our model card as `README.md` beside the weights.
+
+        `model_card_kwargs` go to [`ddpm_kiit.hub.render_model_card`] (e.g. `training_command`, `hyperparameters`,
+        `sample_grid`, `quality`). `push_to_hub=True` pushes with our card, not Diffusers' bare one.
+        """
+        from ..hub import write_model_card
+
+        push_to_hub = kwargs.pop("push_to_hub", False)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        write_model_card(self, save_directory, **(model_card_kwargs or {}))
+        if push_to_hub:
+            repo_id = kwargs.get("repo_id", os.path.basename(os.path.normpath(save_directory)))
+            self.push_to_hub(repo_id, token=kwargs.get("token"), private=kwargs.get("private"))
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: Optional[str] = None,
+        private: Optional[bool] = None,
+        token: Optional[str] = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: Optional[str] = None,
+        model_card_kwargs: Optional[Dict] = None,
+    ) -> str:
+        """Uploads the pipeline (safetensors, configs) with our model card to the Hub; returns the commit URL.
+
+        Diffusers' own `push_to_hub` writes a bare card after saving, which on a first push would replace ours.
+        """
+        from huggingface_hub import create_repo
+
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        card_kwargs = {"repo_id_or_path": repo_id, **(model_card_kwargs or {})}
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(
+                folder, safe_serialization=safe_serialization, variant=variant, model_card_kwargs=card_kwargs
+            )
+            return self._upload_folder(
+                folder,
+                repo_id,
+                token=token,
+                commit_message=commit_message or "Upload ddpm-kiit pipeline",
+                create_pr=create_pr,
+            )
 
     def _check_inputs(self, batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -157,44 +157,41 @@ def sample_grid(unet, scheduler, args, device, seed: int):
 
 
 def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str):
-    """Writes the finished pipeline, its model card and sample grid into `output_dir`, each file atomically."""
-    from ..hub import write_model_card
+    """Writes the finished pipeline, its model card and sample grid into `output_dir`, each entry atomically."""
     from ..pipelines import KiitDDPMPipeline
 
+    hyperparameters = {
+        k: getattr(args, k)
+        for k in (
+            "dataset_name",
+            "resolution",
+            "train_batch_size",
+            "max_train_steps",
+            "learning_rate",
+            "lr_scheduler",
+            "lr_warmup_steps",
+            "loss",
+            "snr_gamma",
+            "prediction_type",
+            "ddpm_num_steps",
+            "ddpm_beta_schedule",
+            "use_ema",
+            "mixed_precision",
+            "seed",
+        )
+    }
+    card = {
+        "training_command": f"```bash\n{command}\n```",
+        "repo_id_or_path": args.hub_model_id or str(output_dir),
+        "hyperparameters": hyperparameters,
+        "sample_grid": "samples.png",
+        "datasets": [args.dataset_name] if args.dataset_name else None,
+    }
     pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)
     staging = Path(tempfile.mkdtemp(prefix=".pipeline.", dir=output_dir))
     try:
-        pipe.save_pretrained(staging, safe_serialization=True)
+        pipe.save_pretrained(staging, safe_serialization=True, model_card_kwargs=card)
         grid.save(staging / "samples.png")
-        hyperparameters = {
-            k: getattr(args, k)
-            for k in (
-                "dataset_name",
-                "resolution",
-                "train_batch_size",
-                "max_train_steps",
-                "learning_rate",
-                "lr_scheduler",
-                "lr_warmup_steps",
-                "loss",
-                "snr_gamma",
-                "prediction_type",
-                "ddpm_num_steps",
-                "ddpm_beta_schedule",
-                "use_ema",
-                "mixed_precision",
-                "seed",
-            )
-        }
-        write_model_card(
-            pipe,
-            staging,
-            training_command=f"```bash\n{command}\n```",
-            repo_id_or_path=args.hub_model_id or str(output_dir),
-            hyperparameters=hyperparameters,
-            sample_grid="samples.png",
-            datasets=[args.dataset_name] if args.dataset_name else None,
-        )
         for entry in staging.iterdir():
             target = output_dir / entry.name
             if target.is_dir():
