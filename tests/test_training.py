@@ -223,3 +223,19 @@ def test_eval_steps_log_kid_to_tensorboard(tmp_path):
     kid_steps = [event.step for event in accumulator.Scalars("eval/kid_mean")]
     assert kid_steps == [2, 4]
     assert len(accumulator.Scalars("loss")) == 4
+
+
+@pytest.mark.parametrize("scheduler", ["gaussian_blur", "blurring_diffusion"])
+def test_blur_processes_train_with_the_same_loop(tmp_path, scheduler):
+    from ddpm_kiit import GaussianBlurScheduler
+
+    extra = ["--scheduler", scheduler, "--scheduler_config", '{"num_train_timesteps": 8}', "--max_train_steps", "3"]
+    out = train(parse_args(tiny_args(tmp_path, *extra)))
+    pipe = KiitDDPMPipeline.from_pretrained(out)
+    assert isinstance(pipe.scheduler, GaussianBlurScheduler)
+    assert pipe.scheduler.config.num_train_timesteps == 8
+    if scheduler == "gaussian_blur":
+        assert pipe.scheduler.config.gmm_weights is not None  # the start distribution was fitted and saved
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=2, generator=torch.manual_seed(0), output_type="np").images
+    assert images.shape == (2, 16, 16, 1)

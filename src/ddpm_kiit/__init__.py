@@ -7,12 +7,13 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .models import SimpleUNet2DModel
 from .pipelines import DenoisingRecorder, KiitDDPMPipeline
-from .schedulers import KiitDDPMScheduler, KiitDDPMSchedulerOutput
+from .schedulers import GaussianBlurScheduler, KiitDDPMScheduler, KiitDDPMSchedulerOutput
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DenoisingRecorder",
+    "GaussianBlurScheduler",
     "ModelMixin",
     "SchedulerMixin",
     "KiitDDPMPipeline",
@@ -34,7 +35,7 @@ def _register_with_diffusers():
       way Diffusers itself declares `transformers`. Saved folders then name the stable top-level `ddpm_kiit`, not
       a module path that a refactoring would break.
     """
-    for name in ("KiitDDPMPipeline", "KiitDDPMScheduler", "SimpleUNet2DModel"):
+    for name in ("KiitDDPMPipeline", "KiitDDPMScheduler", "GaussianBlurScheduler", "SimpleUNet2DModel"):
         if name not in vars(_diffusers):
             setattr(_diffusers, name, globals()[name])
     _loading.LOADABLE_CLASSES.setdefault(

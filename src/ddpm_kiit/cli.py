@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     floor.add_argument("--features", choices=("classifier", "inception"), default="classifier")
     floor.add_argument("--seed", type=int, default=0)
 
+    push = commands.add_parser("push", help="Upload a saved pipeline folder to the Hugging Face Hub.")
+    push.add_argument("folder")
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--token", default=None)
+
     classifier = commands.add_parser("train-classifier", help="Retrain a shipped feature classifier.")
     classifier.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
     classifier.add_argument("--epochs", type=_positive_int, default=20)
@@ -128,6 +134,12 @@ def _floor(args) -> str:
         s = real_floor(args.dataset, n, args.features, args.seed)
         rows.append(f"{n:>6}{s['fid']:>10.3f}{s['kid_mean']:>12.5f}{s['precision']:>11.3f}{s['recall']:>9.3f}")
     return f"real vs real on {args.dataset} ({args.features} features)\n" + "\n".join(rows)
+
+
+def _push(args) -> str:
+    from .hub import push_folder
+
+    return f"pushed {args.folder} to {push_folder(args.folder, args.repo_id, token=args.token, private=args.private)}"
 
 
 def _train_classifier(args) -> str:
@@ -199,6 +211,7 @@ COMMANDS = {
     "evaluate": _evaluate,
     "floor": _floor,
     "train-classifier": _train_classifier,
+    "push": _push,
 }
 
 

@@ -30,6 +30,22 @@ NOT_RECORDED = (
 )
 
 
+def _describe_scheduler(config) -> str:
+    if "sigma_max" in config:  # GaussianBlurScheduler
+        process = {
+            "cold": f"cold diffusion (Bansal et al. 2022), {config.sampler} sampler",
+            "blurring_diffusion": "blurring diffusion (Hoogeboom & Salimans 2022)",
+        }[config.process]
+        return (
+            f"T = {config.num_train_timesteps}, Gaussian blur from {config.sigma_min:g} to {config.sigma_max:g} px "
+            f"({config.blur_schedule}), {process}, predicting {config.prediction_type}"
+        )
+    return (
+        f"T = {config.num_train_timesteps}, {config.beta_schedule} betas {config.beta_start:g} to "
+        f"{config.beta_end:g}, predicting {config.prediction_type}"
+    )
+
+
 def render_model_card(
     pipe,
     training_command: str = NOT_RECORDED,
@@ -53,7 +69,7 @@ def render_model_card(
     limitations = ["Unconditional: there is no way to ask for a given class or prompt."]
     sconfig = scheduler.config
     alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
-    if alphas_cumprod is not None and float(alphas_cumprod[-1]) > 0.01:
+    if alphas_cumprod is not None and "beta_start" in sconfig and float(alphas_cumprod[-1]) > 0.01:
         limitations.append(
             SCHEDULE_FLAW.format(
                 T=sconfig.num_train_timesteps,
@@ -79,10 +95,7 @@ def render_model_card(
             in_channels=unet.config.in_channels,
             sample_size=unet.config.sample_size,
             scheduler_class=type(scheduler).__name__,
-            scheduler_description=(
-                f"T = {sconfig.num_train_timesteps}, {sconfig.beta_schedule} betas "
-                f"{sconfig.beta_start:g} to {sconfig.beta_end:g}, predicting {sconfig.prediction_type}"
-            ),
+            scheduler_description=_describe_scheduler(sconfig),
             repo_id_or_path=repo_id_or_path,
             training_command=training_command,
             hyperparameters=hyperparameters,
@@ -104,18 +117,41 @@ def push_folder(
 ) -> str:
     """Uploads a saved pipeline folder (weights, configs, card, sample grid) to the Hub; checkpoints and logs stay.
 
-    Returns the URL of the commit.
+    Returns the URL of the commit. A rejected repo id, a missing or invalid token, or an unreachable Hub raise a
+    `ValueError` that says what failed; the local folder is never modified.
     """
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(f"{str(folder)!r} is not a saved pipeline folder (no model_index.json); nothing to push.")
     api = HfApi(token=token)
-    repo = api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo.repo_id,
-        folder_path=str(folder),
-        ignore_patterns=["checkpoint-*", "checkpoint-*/**", ".*", "logs/**", "samples/**"],
-        commit_message=commit_message or "Upload ddpm-kiit pipeline",
-    )
+    try:
+        repo = api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo.repo_id,
+            folder_path=str(folder),
+            ignore_patterns=["checkpoint-*", "checkpoint-*/**", ".*", "logs/**", "samples/**", "train_summary.json"],
+            commit_message=commit_message or "Upload ddpm-kiit pipeline",
+        )
+    except HfHubHTTPError as error:
+        status = getattr(error.response, "status_code", None)
+        hint = {
+            401: "the Hub needs a valid token: pass --hub_token or run `hf auth login`",
+            403: f"the Hub refused to create or write {repo_id!r}: check the namespace and your token's permissions",
+            404: f"the repository {repo_id!r} was not found",
+        }.get(status, "see the Hub's message above")
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"Pushing {str(folder)!r} to {repo_id!r} failed ({first_line}): {hint}. The local files are unchanged; "
+            f"push them later with `ddpm-kiit push {folder} {repo_id}`."
+        ) from error
+    except OSError as error:
+        raise ValueError(
+            f"Pushing {str(folder)!r} to {repo_id!r} failed: the Hub could not be reached ({error}). The local files "
+            f"are unchanged; push them later with `ddpm-kiit push {folder} {repo_id}`."
+        ) from error
     return info.commit_url
 
 

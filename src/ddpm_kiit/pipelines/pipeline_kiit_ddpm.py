@@ -33,6 +33,12 @@ class KiitDDPMPipeline(DiffusionPipeline):
     r"""
     Pipeline for unconditional image generation with the models of the KIIT DDPM talk.
 
+    One pipeline serves every forward process: the loop (scale input, predict, `scheduler.step`) is the same for
+    noise and for blur, and the only difference, where sampling starts, belongs to the scheduler. A scheduler that
+    defines `initial_sample` (our `GaussianBlurScheduler`) provides x_T; the others start from Gaussian noise scaled
+    by `init_noise_sigma`. A second pipeline class would duplicate the loop and force users to pick the class by
+    scheduler.
+
     Parameters:
         unet ([`SimpleUNet2DModel`] or [`~diffusers.UNet2DModel`]): Predicts the noise (or x0, or v) of a noisy image.
         scheduler ([`SchedulerMixin`]): [`KiitDDPMScheduler`] or any stock Diffusers scheduler, e.g.
@@ -150,11 +156,15 @@ class KiitDDPMPipeline(DiffusionPipeline):
         shape = (batch_size, config.in_channels, height, width)
         device = self._execution_device
 
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
         if num_inference_steps is None:
             num_inference_steps = self.scheduler.config.num_train_timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = latents * self.scheduler.init_noise_sigma
+        if hasattr(self.scheduler, "initial_sample"):
+            # Processes that do not start from Gaussian noise (cold blur: a flat image drawn from a fitted mixture).
+            latents = self.scheduler.initial_sample(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        else:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+            latents = latents * self.scheduler.init_noise_sigma
 
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_input = self.scheduler.scale_model_input(latents, t)
@@ -243,3 +253,21 @@ class DenoisingRecorder:
         if all(x0 is not None for x0 in self.pred_original_samples):
             rows.append([_to_pil(x0[image_index]) for x0 in self.pred_original_samples])
         return make_image_grid([image for row in rows for image in row], rows=len(rows), cols=len(self.latents))
+
+
+@torch.no_grad()
+def forward_process_strip(scheduler, images: torch.Tensor, count: int = 10, seed: int = 0) -> Image.Image:
+    """The forward process of any of our schedulers at `count` evenly spaced t, one row per image in [-1, 1].
+
+    Noise (DDPM) or blur (cold diffusion, blurring diffusion): it calls `scheduler.add_noise` with one fixed noise
+    draw, so the strip shows exactly what the model sees during training.
+    """
+    total = scheduler.config.num_train_timesteps
+    timesteps = np.linspace(0, total - 1, min(count, total)).round().astype(int)
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    tiles = []
+    for image, image_noise in zip(images, noise):
+        for t in timesteps:
+            noisy = scheduler.add_noise(image[None], image_noise[None], torch.tensor([int(t)]))
+            tiles.append(_to_pil(noisy[0]))
+    return make_image_grid(tiles, rows=len(images), cols=len(timesteps))

@@ -25,7 +25,7 @@ DEFAULT_MODEL_CONFIG = {
     "num_attention_heads": 4,
 }
 DEFAULT_DATASET = "mnist"
-SCHEDULER_CHOICES = ("kiit",)
+SCHEDULER_CHOICES = ("kiit", "gaussian_blur", "blurring_diffusion")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 
@@ -52,7 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--model_config", default=None, help="JSON string or file of SimpleUNet2DModel overrides.")
     model.add_argument("--channels_last", action="store_true", help="Use the channels_last memory format.")
-    model.add_argument("--scheduler", choices=SCHEDULER_CHOICES, default="kiit")
+    model.add_argument(
+        "--scheduler",
+        choices=SCHEDULER_CHOICES,
+        default="kiit",
+        help="kiit: the talk's DDPM (noise); gaussian_blur: cold diffusion; blurring_diffusion: blur plus noise.",
+    )
+    model.add_argument(
+        "--scheduler_config", default=None, help="JSON object of extra scheduler settings, e.g. '{\"sigma_max\": 6}'."
+    )
     model.add_argument("--ddpm_num_steps", type=int, default=300)
     model.add_argument(
         "--ddpm_beta_schedule", default="squaredcos_cap_v2", choices=("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -97,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save_images_steps", type=int, default=None, help="Write a sample grid every N steps.")
     run.add_argument("--num_sample_images", type=int, default=16)
     run.add_argument("--num_inference_steps", type=int, default=None, help="Steps for sample grids (default: all).")
-    run.add_argument("--sample_scheduler", default="kiit", help="Scheduler for sample grids (see ddpm_kiit.sampling).")
+    run.add_argument(
+        "--sample_scheduler", default=None, help="Scheduler for sample grids (default: the training scheduler)."
+    )
     run.add_argument("--eval_steps", type=int, default=None, help="Log KID against the held-out split every N steps.")
     run.add_argument("--eval_num_samples", type=int, default=200)
     run.add_argument("--logger", choices=("tensorboard", "wandb", "none"), default="tensorboard")
@@ -220,8 +230,20 @@ def validate_args(args) -> None:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/ddpm-kiit-mnist).")
     from ..sampling import SCHEDULERS
 
-    if args.sample_scheduler not in SCHEDULERS:
+    if args.sample_scheduler is not None and args.sample_scheduler not in SCHEDULERS:
         raise ValueError(f"--sample_scheduler must be one of {sorted(SCHEDULERS)}, got {args.sample_scheduler!r}.")
+    if args.scheduler != "kiit" and args.sample_scheduler is not None:
+        raise ValueError(
+            f"--sample_scheduler {args.sample_scheduler} samples a noise process; a model trained with --scheduler "
+            f"{args.scheduler} is sampled by its own scheduler. Drop --sample_scheduler."
+        )
+    if args.scheduler_config is not None:
+        try:
+            extra = json.loads(args.scheduler_config)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--scheduler_config must be a JSON object ({error}).") from error
+        if not isinstance(extra, dict):
+            raise ValueError(f"--scheduler_config must be a JSON object, got {type(extra).__name__}.")
     if args.mixed_precision == "fp16":
         import torch
 

@@ -42,13 +42,21 @@ def default_mixed_precision() -> str:
     return "no"
 
 
-def build_scheduler(args) -> KiitDDPMScheduler:
-    return KiitDDPMScheduler(
-        num_train_timesteps=args.ddpm_num_steps,
-        beta_schedule=args.ddpm_beta_schedule,
-        prediction_type=args.prediction_type,
-        rescale_betas_zero_snr=args.rescale_betas_zero_snr,
-    )
+def build_scheduler(args):
+    """The training scheduler named by `--scheduler`, with `--scheduler_config` overrides."""
+    from ..schedulers import GaussianBlurScheduler
+
+    extra = json.loads(args.scheduler_config) if args.scheduler_config else {}
+    if args.scheduler == "kiit":
+        settings = {
+            "num_train_timesteps": args.ddpm_num_steps,
+            "beta_schedule": args.ddpm_beta_schedule,
+            "prediction_type": args.prediction_type,
+            "rescale_betas_zero_snr": args.rescale_betas_zero_snr,
+        }
+        return KiitDDPMScheduler(**{**settings, **extra})
+    process = "cold" if args.scheduler == "gaussian_blur" else "blurring_diffusion"
+    return GaussianBlurScheduler(**{"process": process, **extra})
 
 
 def training_target(scheduler, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -62,8 +70,9 @@ def training_target(scheduler, clean: torch.Tensor, noise: torch.Tensor, timeste
 
 
 def loss_weights(scheduler, timesteps: torch.Tensor, snr_gamma: Optional[float]) -> Optional[torch.Tensor]:
-    """Min-SNR-gamma weights (Hang et al. 2023, eq. 8), expressed for the scheduler's prediction type."""
-    if snr_gamma is None:
+    """Min-SNR-gamma weights (Hang et al. 2023, eq. 8), expressed for the scheduler's prediction type. Processes
+    without a signal-to-noise ratio (cold blur) are not weighted."""
+    if snr_gamma is None or getattr(scheduler, "alphas_cumprod", None) is None:
         return None
     alphas_cumprod = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
     snr = alphas_cumprod / (1 - alphas_cumprod).clamp(min=1e-8)
@@ -140,7 +149,8 @@ def sample_grid(unet, scheduler, args, device, seed: int):
     from ..sampling import grid_shape, swap_scheduler
 
     pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)
-    swap_scheduler(pipe, args.sample_scheduler)
+    if args.sample_scheduler is not None:
+        swap_scheduler(pipe, args.sample_scheduler)
     pipe.set_progress_bar_config(disable=True)
     was_training = unet.training
     unet.eval()
@@ -257,6 +267,8 @@ def train(args) -> Path:
     if args.channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     noise_scheduler = build_scheduler(args)
+    if getattr(noise_scheduler.config, "process", None) == "cold":
+        noise_scheduler.fit_initial_distribution(images)  # where sampling starts; saved with the scheduler
 
     optimizer = torch.optim.AdamW(
         unet.parameters(),
@@ -440,7 +452,9 @@ def _evaluate_kid(unet, ema_model, scheduler, args) -> dict:
     network = load_classifier(args.dataset_name)
     real = reference_images(args.dataset_name, "test", unet.config.in_channels, args.resolution, args.cache_dir)
     n = min(args.eval_num_samples, len(real))
-    pipe = swap_scheduler(KiitDDPMPipeline(unet=unet, scheduler=scheduler), args.sample_scheduler)
+    pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)
+    if args.sample_scheduler is not None:
+        swap_scheduler(pipe, args.sample_scheduler)
     if ema_model is not None:
         ema_model.store(unet.parameters())
         ema_model.copy_to(unet.parameters())

@@ -1,0 +1,161 @@
+import numpy as np
+import pytest
+import torch
+
+from ddpm_kiit import GaussianBlurScheduler, KiitDDPMPipeline, SimpleUNet2DModel
+from ddpm_kiit.pipelines import forward_process_strip
+
+
+def _images(batch=4, channels=3, size=16, seed=0):
+    return torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("boundary", ["reflect", "circular"])
+def test_no_blur_at_t0_is_the_identity(boundary):
+    scheduler = GaussianBlurScheduler(boundary=boundary)
+    x = _images()
+    torch.testing.assert_close(scheduler.blur(x, 0), x, rtol=0, atol=1e-5)
+    torch.testing.assert_close(scheduler.blur(x, -1), x, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule, sigma_min", [("linear", 0.0), ("geometric", 0.5)])
+def test_blur_width_and_effect_grow_with_t(schedule, sigma_min):
+    scheduler = GaussianBlurScheduler(blur_schedule=schedule, sigma_min=sigma_min)
+    assert torch.all(scheduler.sigmas[1:] > scheduler.sigmas[:-1])
+    x = _images(batch=1)
+    # Blur only removes detail: the distance to the image's mean colour shrinks as t grows.
+    detail = [(scheduler.blur(x, t) - x.mean(dim=(2, 3), keepdim=True)).norm().item() for t in range(0, 50, 7)]
+    assert detail == sorted(detail, reverse=True)
+
+
+def test_reflect_blur_matches_a_spatial_gaussian_with_reflection():
+    scheduler = GaussianBlurScheduler(boundary="reflect")
+    x = _images(batch=1, channels=1, size=32).double()
+    t = 20  # sigma = 3.3 px; below about 1.5 px a sampled kernel aliases and the two differ by up to 2e-3
+    sigma = float(scheduler.sigmas[t])
+    radius = 20
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel /= kernel.sum()
+    # Half-sample symmetric extension, as the DCT-II assumes: x[-1] = x[0], x[-2] = x[1], ...
+    extended = torch.cat([x.flip(-2)[..., -radius:, :], x, x.flip(-2)[..., :radius, :]], dim=-2)
+    extended = torch.cat([extended.flip(-1)[..., -radius:], extended, extended.flip(-1)[..., :radius]], dim=-1)
+    rows = torch.nn.functional.conv2d(extended, kernel.view(1, 1, -1, 1))
+    spatial = torch.nn.functional.conv2d(rows, kernel.view(1, 1, 1, -1))
+    torch.testing.assert_close(scheduler.blur(x, t), spatial, rtol=0, atol=1e-6)
+
+
+def test_per_sample_timesteps_match_one_at_a_time():
+    scheduler = GaussianBlurScheduler()
+    x = _images()
+    t = torch.tensor([0, 10, 25, 49])
+    batched = scheduler.add_noise(x, torch.zeros_like(x), t)
+    for i in range(4):
+        torch.testing.assert_close(batched[i : i + 1], scheduler.blur(x[i : i + 1], int(t[i])), rtol=0, atol=1e-6)
+
+
+def test_a_constant_image_is_a_fixed_point():
+    scheduler = GaussianBlurScheduler(boundary="reflect")
+    flat = torch.full((2, 3, 16, 16), 0.3)
+    for t in (0, 20, 49):
+        torch.testing.assert_close(scheduler.blur(flat, t), flat, rtol=0, atol=1e-6)
+
+
+def test_improved_sampler_with_a_perfect_predictor_recovers_x0_exactly():
+    scheduler = GaussianBlurScheduler(sampler="improved")
+    x0 = _images(batch=2)
+    scheduler.set_timesteps()
+    sample = scheduler.blur(x0, int(scheduler.timesteps[0]))
+    for t in scheduler.timesteps:
+        sample = scheduler.step(x0, t, sample).prev_sample
+    torch.testing.assert_close(sample, x0, rtol=0, atol=1e-5)
+
+
+def test_naive_sampler_ends_at_the_prediction():
+    scheduler = GaussianBlurScheduler(sampler="naive")
+    x0 = _images(batch=2)
+    scheduler.set_timesteps(10)
+    out = scheduler.step(x0, int(scheduler.timesteps[-1]), scheduler.blur(x0, 0))
+    torch.testing.assert_close(out.prev_sample, x0, rtol=0, atol=1e-5)
+
+
+def _pipeline(process):
+    unet = SimpleUNet2DModel(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16)).eval()
+    scheduler = GaussianBlurScheduler(num_train_timesteps=10, process=process)
+    if process == "cold":
+        scheduler.fit_initial_distribution(
+            _images(batch=64, seed=3) * 0.5 + torch.linspace(-0.4, 0.4, 64)[:, None, None, None]
+        )
+    pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("process", ["cold", "blurring_diffusion"])
+def test_samples_differ_across_seeds_and_round_trip_through_disk(process, tmp_path):
+    pipe = _pipeline(process)
+    first = pipe(batch_size=2, generator=torch.manual_seed(0), output_type="np").images
+    again = pipe(batch_size=2, generator=torch.manual_seed(0), output_type="np").images
+    other = pipe(batch_size=2, generator=torch.manual_seed(1), output_type="np").images
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).mean() > 1e-3
+    pipe.save_pretrained(tmp_path)
+    loaded = KiitDDPMPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert isinstance(loaded.scheduler, GaussianBlurScheduler)
+    assert loaded.scheduler.config.gmm_weights == pipe.scheduler.config.gmm_weights
+    np.testing.assert_array_equal(first, loaded(batch_size=2, generator=torch.manual_seed(0), output_type="np").images)
+
+
+def test_cold_sampling_without_a_fitted_start_explains_the_fix():
+    unet = SimpleUNet2DModel(sample_size=16, block_out_channels=(8, 16))
+    pipe = KiitDDPMPipeline(unet=unet, scheduler=GaussianBlurScheduler(num_train_timesteps=5))
+    with pytest.raises(ValueError, match="fit_initial_distribution"):
+        pipe(batch_size=1)
+
+
+def test_fitted_mixture_reproduces_the_channel_means():
+    scheduler = GaussianBlurScheduler()
+    means = torch.cat([torch.full((300,), -0.6), torch.full((300,), 0.5)])
+    images = means[:, None, None, None] + 0.01 * torch.randn(600, 1, 8, 8)
+    scheduler.fit_initial_distribution(images, num_components=2)
+    start = scheduler.initial_sample((2000, 1, 8, 8), generator=torch.manual_seed(0))
+    drawn = start.mean(dim=(1, 2, 3))
+    assert abs((drawn < 0).float().mean().item() - 0.5) < 0.05
+    assert abs(drawn[drawn < 0].mean().item() + 0.6) < 0.02 and abs(drawn[drawn > 0].mean().item() - 0.5) < 0.02
+
+
+def test_forward_strip_shows_each_level():
+    strip = forward_process_strip(GaussianBlurScheduler(), _images(batch=2), count=5)
+    assert strip.size == (5 * 16, 2 * 16)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sigma_min": -1.0}, "Blur widths must be >= 0"),
+        ({"sigma_min": 4.0, "sigma_max": 2.0}, "must be larger than `sigma_min`"),
+        ({"blur_schedule": "geometric"}, "needs `sigma_min` > 0"),
+        ({"boundary": "zero"}, "`boundary` must be one of"),
+        ({"process": "heat"}, "`process` must be one of"),
+        ({"sampler": "ddim"}, "`sampler` must be one of"),
+        ({"prediction_type": "epsilon"}, "predict 'sample'"),
+    ],
+)
+def test_bad_blur_configs(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GaussianBlurScheduler(**kwargs)
+
+
+def test_blurring_diffusion_step_keeps_the_forward_marginals():
+    # With a perfect epsilon, one reverse step from z_t ~ q(z_t | x0) must land on q(z_s | x0) = N(a_s D_s x0, s_s^2).
+    scheduler = GaussianBlurScheduler(num_train_timesteps=20, process="blurring_diffusion", clip_sample=False)
+    scheduler.set_timesteps()
+    x0 = _images(batch=1, channels=1, size=8).double().expand(4000, -1, -1, -1)
+    t, s = 12, 11
+    noise = torch.randn(x0.shape, generator=torch.manual_seed(0), dtype=torch.float64)
+    z_t = scheduler.add_noise(x0, noise, torch.full((4000,), t))
+    z_s = scheduler.step(noise, t, z_t, generator=torch.manual_seed(1)).prev_sample
+    expected_mean = scheduler.alphas[s] * scheduler.blur(x0[:1], s)
+    assert (z_s.mean(0) - expected_mean[0]).abs().max() < 4 * float(scheduler.noise_sigmas[s]) / 4000**0.5 + 1e-3
+    assert abs(z_s.var(0).mean().item() - float(scheduler.noise_sigmas[s]) ** 2) < 0.03
