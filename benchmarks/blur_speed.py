@@ -45,11 +45,14 @@ def timed(function, repeats: int) -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="A few repeats, for the smoke test.")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.batch = 2, 8
     torch.manual_seed(0)
     images = torch.rand(args.batch, args.channels, args.size, args.size) * 2 - 1
     noise = torch.randn_like(images)

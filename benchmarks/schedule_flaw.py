@@ -21,6 +21,8 @@ from ddpm_kiit.evaluation import evaluate_pipeline
 from ddpm_kiit.sampling import swap_scheduler
 from ddpm_kiit.training import parse_args, train
 
+QUICK_MODEL = '{"block_out_channels": [8, 16], "time_embedding_dim": 8, "norm_num_groups": 4, "attention_type": null}'
+
 SCHEDULES = {
     "talk: linear 1e-4..0.02, T=300": ["--ddpm_beta_schedule", "linear"],
     "zero terminal SNR + v-prediction": [
@@ -32,11 +34,16 @@ SCHEDULES = {
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="A tiny run, for the smoke test; writes no results.")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--eval-dataset", default="mnist-full", help="Held-out digits to compare against.")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "schedule_flaw.json"))
     args = parser.parse_args(argv)
+    quick_flags = []
+    if args.quick:
+        args.steps, args.num_samples, args.eval_dataset = 2, 20, "mnist"
+        quick_flags = ["--max_train_samples", "64", "--train_batch_size", "8", "--model_config", QUICK_MODEL]
     from accelerate.state import AcceleratorState, GradientState
 
     rows = []
@@ -44,6 +51,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as out:
             command = ["--output_dir", out, "--max_train_steps", str(args.steps), "--logger", "none"] + flags
             command += ["--num_sample_images", "4", "--sample_scheduler", "ddim", "--num_inference_steps", "50"]
+            command += quick_flags
             start = time.perf_counter()
             train(parse_args(command))
             train_seconds = time.perf_counter() - start
@@ -52,7 +60,10 @@ def main(argv=None):
             pipe = swap_scheduler(KiitDDPMPipeline.from_pretrained(out), "ddim")
             alpha_bar_T = float(pipe.scheduler.alphas_cumprod[-1])
             report = evaluate_pipeline(
-                pipe, dataset=args.eval_dataset, num_samples=args.num_samples, num_inference_steps=50
+                pipe,
+                dataset=args.eval_dataset,
+                num_samples=args.num_samples,
+                num_inference_steps=2 if args.quick else 50,
             )
         rows.append(
             {
@@ -66,7 +77,8 @@ def main(argv=None):
         )
         print(json.dumps(rows[-1]), flush=True)
     result = {"steps": args.steps, "num_samples": args.num_samples, "eval_dataset": args.eval_dataset, "rows": rows}
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    if not args.quick:
+        Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"\n| schedule | alpha_bar_T | FID (floor {rows[0]['floor_fid']:.1f}) | KID | precision | recall |")
     print("|---|---|---|---|---|---|")
     for row in rows:

@@ -72,10 +72,13 @@ def our_loop(steps: int, batch_size: int, mixed_precision: str) -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="A few steps, for the smoke test.")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch_size", type=int, default=64)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.rounds, args.batch_size = 3, 1, 8
     mixed_precision = default_mixed_precision()
     images = dataset_to_tensor(load_image_dataset("mnist"), ImageTransform(32, 1))
     ours, bare = [], []

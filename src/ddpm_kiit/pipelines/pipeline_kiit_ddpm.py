@@ -52,6 +52,36 @@ class KiitDDPMPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
+    # Libraries a saved pipeline may name for its components. Diffusers imports whatever module `model_index.json`
+    # names before it finds out that it cannot load it; we refuse anything else first.
+    allowed_component_libraries = ("ddpm_kiit", "diffusers")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Loads like [`DiffusionPipeline.from_pretrained`], after checking that `model_index.json` names only
+        `ddpm_kiit` or `diffusers` components (a folder from a stranger could name any importable module)."""
+        import json
+
+        index_path = os.path.join(str(pretrained_model_name_or_path), "model_index.json")
+        if not os.path.isfile(index_path) and not os.path.isdir(str(pretrained_model_name_or_path)):
+            from huggingface_hub import hf_hub_download
+
+            hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
+            index_path = hf_hub_download(str(pretrained_model_name_or_path), "model_index.json", **hub_kwargs)
+        if os.path.isfile(index_path):
+            with open(index_path) as f:
+                index = json.load(f)
+            for component in ("unet", "scheduler"):
+                entry = index.get(component)
+                if isinstance(entry, list) and entry and entry[0] is not None:
+                    library = str(entry[0]).split(".")[0]
+                    if library not in cls.allowed_component_libraries:
+                        raise ValueError(
+                            f"model_index.json names {entry} for `{component}`; only components from "
+                            f"{cls.allowed_component_libraries} are loaded. Check where this pipeline came from."
+                        )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     def save_pretrained(self, save_directory, *args, model_card_kwargs: Optional[Dict] = None, **kwargs):
         """Saves like [`DiffusionPipeline.save_pretrained`], plus our model card as `README.md` beside the weights.
 

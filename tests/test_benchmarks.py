@@ -1,0 +1,30 @@
+"""Every benchmark runs in --quick mode, so that none of them rots."""
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.mark.parametrize(
+    "script", ["scheduler_step.py", "pipeline_overhead.py", "blur_speed.py", "train_throughput.py", "schedule_flaw.py"]
+)
+def test_benchmark_runs_in_quick_mode(script, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [script, "--quick"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
+    assert exit_info.value.code == 0
+    output = capsys.readouterr().out
+    assert "x" in output or "ratio" in output or "|" in output
