@@ -290,30 +290,34 @@ class KiitDDPMScheduler(SchedulerMixin, ConfigMixin):
         """
         self._check_timestep(timestep, sample.shape[0])
         table = self._table(sample.device, sample.dtype)
+        if torch.is_tensor(timestep) and timestep.ndim == 0 and timestep.device.type == "cpu":
+            timestep = int(timestep)  # a pipeline's 0-d CPU timestep: index on the host, no device copy involved
         if torch.is_tensor(timestep):
             coefficients = table[:, timestep.to(sample.device)]
             coefficients = self._per_sample(coefficients, sample.ndim + 1)
-            needs_noise = True
+            needs_noise = True  # the std of samples at the chain's end is 0, so their noise vanishes
         else:
             coefficients = table[:, timestep]
             needs_noise = self._previous_timestep[timestep] >= 0
         sqrt_alpha_bar, sqrt_one_minus_alpha_bar, coef_x0, coef_xt, std = coefficients
 
+        # Fused multiply-adds (addcmul) keep this at a few passes over the batch; the arithmetic is that of the
+        # docstring.
         prediction_type = self.config.prediction_type
         if prediction_type == "epsilon":
-            pred_original_sample = (sample - sqrt_one_minus_alpha_bar * model_output) / sqrt_alpha_bar
+            pred_original_sample = torch.addcmul(sample, model_output, -sqrt_one_minus_alpha_bar).div_(sqrt_alpha_bar)
         elif prediction_type == "sample":
             pred_original_sample = model_output
         else:  # v_prediction, Salimans & Ho 2022: x0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v
-            pred_original_sample = sqrt_alpha_bar * sample - sqrt_one_minus_alpha_bar * model_output
+            pred_original_sample = torch.addcmul(sample * sqrt_alpha_bar, model_output, -sqrt_one_minus_alpha_bar)
         if self.config.clip_sample:
             limit = self.config.clip_sample_range
             pred_original_sample = pred_original_sample.clamp(-limit, limit)
 
-        prev_sample = coef_x0 * pred_original_sample + coef_xt * sample
+        prev_sample = torch.addcmul(pred_original_sample * coef_x0, sample, coef_xt)
         if needs_noise:
             noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-            prev_sample = prev_sample + std * noise
+            prev_sample.addcmul_(noise, std)
 
         if not return_dict:
             return (prev_sample, pred_original_sample)
@@ -327,7 +331,7 @@ class KiitDDPMScheduler(SchedulerMixin, ConfigMixin):
         """q(x_t | x_0): sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise (Ho et al. 2020, eq. 4), per sample."""
         sqrt_alpha_bar = self._gather(self.sqrt_alphas_cumprod, timesteps, original_samples)
         sqrt_one_minus_alpha_bar = self._gather(self.sqrt_one_minus_alphas_cumprod, timesteps, original_samples)
-        return sqrt_alpha_bar * original_samples + sqrt_one_minus_alpha_bar * noise
+        return torch.addcmul(original_samples * sqrt_alpha_bar, noise, sqrt_one_minus_alpha_bar)
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """The v-prediction target sqrt(alpha_bar_t) noise - sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022)."""
