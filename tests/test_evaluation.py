@@ -247,3 +247,18 @@ def test_inception_features_from_the_wheel():
     network = InceptionFeatures()
     features = network.features(torch.rand(3, 1, 32, 32) * 2 - 1)
     assert features.shape == (3, 2048) and torch.isfinite(features).all()
+
+
+@pytest.mark.skipif(
+    not classifier_weights_path("fashion-mnist").is_file()
+    or not __import__("ddpm_kiit.data").data.FASHION_MNIST_DIR.is_dir(),
+    reason="Fashion-MNIST classifier or data (apt-get install dataset-fashion-mnist) missing",
+)
+def test_shipped_fashion_mnist_classifier_is_accurate():
+    from ddpm_kiit.data import load_image_dataset
+    from ddpm_kiit.evaluation.train_classifier import accuracy
+
+    network = load_classifier("fashion-mnist")
+    test = reference_images("fashion-mnist", "test", 1, 32)
+    labels = torch.tensor(load_image_dataset("fashion-mnist", split="test")["label"])
+    assert accuracy(network, test, labels) > 0.9
