@@ -20,7 +20,15 @@ def fresh_accelerate_state():
 
 
 @pytest.mark.parametrize(
-    "script", ["scheduler_step.py", "pipeline_overhead.py", "blur_speed.py", "train_throughput.py", "schedule_flaw.py"]
+    "script",
+    [
+        "scheduler_step.py",
+        "pipeline_overhead.py",
+        "blur_speed.py",
+        "train_throughput.py",
+        "schedule_flaw.py",
+        "blur_vs_noise.py",
+    ],
 )
 def test_benchmark_runs_in_quick_mode(script, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [script, "--quick"])

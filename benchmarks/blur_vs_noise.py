@@ -1,0 +1,144 @@
+"""The talk's question answered with numbers: Gaussian noise vs Gaussian blur as the forward process.
+
+    python benchmarks/blur_vs_noise.py [--steps 1000] [--num-samples 2000] [--eval-dataset mnist-full]
+
+Trains the default model on the built-in `mnist` for the same number of steps with each forward process, then scores
+each with `ddpm_kiit.evaluation.evaluate_pipeline` (classifier features, n samples, real-vs-real floor beside it):
+- noise: our DDPM on the cosine schedule, sampled with DDIM in 50 steps;
+- cold blur (Bansal et al. 2022), T = 50, sampled with Algorithm 1 (naive) and Algorithm 2 (improved): one model;
+- blurring diffusion (Hoogeboom & Salimans 2022), T = 50, its own 50-step sampler.
+Writes benchmarks/results/blur_vs_noise.json, one sample grid per row under docs/, and prints a Markdown table.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from diffusers.utils import make_image_grid
+
+from ddpm_kiit import KiitDDPMPipeline
+from ddpm_kiit.evaluation import evaluate_pipeline
+from ddpm_kiit.sampling import swap_scheduler
+from ddpm_kiit.training import parse_args, train
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK_MODEL = '{"block_out_channels": [8, 16], "time_embedding_dim": 8, "norm_num_groups": 4, "attention_type": null}'
+RUNS = {
+    "noise (DDPM, cosine)": (["--scheduler", "kiit"], [("DDIM, 50 steps", "ddim", 50)]),
+    "cold blur": (
+        ["--scheduler", "gaussian_blur"],
+        [
+            ("Algorithm 1 (naive), 50 steps", {"sampler": "naive"}, None),
+            ("Algorithm 2 (improved), 50 steps", {}, None),
+        ],
+    ),
+    "blurring diffusion": (["--scheduler", "blurring_diffusion"], [("50 steps", {}, None)]),
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="A tiny run, for the smoke test; writes no results.")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--num-samples", type=int, default=2000)
+    parser.add_argument("--eval-dataset", default="mnist-full")
+    parser.add_argument(
+        "--noise-from",
+        default=None,
+        help="Take the noise row from this schedule_flaw.json (its cosine row is the same configuration) instead of "
+        "training it again.",
+    )
+    args = parser.parse_args(argv)
+    from accelerate.state import AcceleratorState, GradientState
+
+    extra = []
+    if args.quick:
+        args.steps, args.num_samples, args.eval_dataset = 2, 20, "mnist"
+        extra = ["--max_train_samples", "64", "--train_batch_size", "8", "--model_config", QUICK_MODEL]
+    rows = []
+    runs = dict(RUNS)
+    if args.noise_from:
+        flaw = json.loads(Path(args.noise_from).read_text())
+        cosine = next(row for row in flaw["rows"] if row["schedule"].startswith("cosine"))
+        if (flaw["steps"], flaw["num_samples"], flaw["eval_dataset"]) != (
+            args.steps,
+            args.num_samples,
+            args.eval_dataset,
+        ):
+            raise ValueError(f"{args.noise_from} was measured with other settings; drop --noise-from.")
+        rows.append(
+            {
+                "process": "noise (DDPM, cosine)",
+                "sampler": "DDIM, 50 steps",
+                "flags": cosine["flags"],
+                "train_seconds": cosine["train_seconds"],
+                **{k: cosine[k] for k in ("fid", "kid_mean", "precision", "recall", "floor_fid")},
+                "sampling_seconds": None,
+                "grid": None,
+                "from": args.noise_from,
+            }
+        )
+        runs.pop("noise (DDPM, cosine)")
+    for process, (flags, samplers) in runs.items():
+        with tempfile.TemporaryDirectory() as out:
+            command = ["--output_dir", out, "--max_train_steps", str(args.steps), "--logger", "none"] + flags + extra
+            command += ["--num_sample_images", "4"]
+            start = time.perf_counter()
+            train(parse_args(command))
+            train_seconds = time.perf_counter() - start
+            AcceleratorState._reset_state(True)
+            GradientState._reset_state()
+            for label, sampler, steps in samplers:
+                pipe = KiitDDPMPipeline.from_pretrained(out)
+                if isinstance(sampler, str):
+                    swap_scheduler(pipe, sampler)
+                elif sampler:
+                    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **sampler)
+                report = evaluate_pipeline(
+                    pipe, dataset=args.eval_dataset, num_samples=args.num_samples, num_inference_steps=steps
+                )
+                slug = f"{process} {label}".split(",")[0].replace(" ", "_").replace("(", "").replace(")", "")
+                grid = None
+                if not args.quick:
+                    pipe.set_progress_bar_config(disable=True)
+                    import torch
+
+                    images = pipe(batch_size=16, generator=torch.manual_seed(0), num_inference_steps=steps).images
+                    grid = ROOT / "docs" / f"blur_vs_noise_{slug}.png"
+                    make_image_grid(images, 4, 4).save(grid)
+                rows.append(
+                    {
+                        "process": process,
+                        "sampler": label,
+                        "flags": " ".join(flags),
+                        "train_seconds": round(train_seconds, 1),
+                        **{k: report["scores"][k] for k in ("fid", "kid_mean", "precision", "recall")},
+                        "floor_fid": report["floor"]["fid"],
+                        "sampling_seconds": report["sampling_seconds"],
+                        "grid": str(grid.relative_to(ROOT)) if grid else None,
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    if not args.quick:
+        result = {
+            "steps": args.steps,
+            "num_samples": args.num_samples,
+            "eval_dataset": args.eval_dataset,
+            "rows": rows,
+        }
+        (ROOT / "benchmarks" / "results" / "blur_vs_noise.json").write_text(json.dumps(result, indent=2))
+    print(f"\n| process | sampler | FID (floor {rows[0]['floor_fid']:.1f}) | KID | precision | recall |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['process']} | {row['sampler']} | {row['fid']:.1f} | {row['kid_mean']:.3g} | "
+            f"{row['precision']:.3f} | {row['recall']:.3f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
