@@ -10,11 +10,9 @@ each with `ddpm_kiit.evaluation.evaluate_pipeline` (classifier features, n sampl
 Writes benchmarks/results/blur_vs_noise.json, one sample grid per row under docs/, and prints a Markdown table.
 """
 
-import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from diffusers.utils import make_image_grid
@@ -22,10 +20,11 @@ from diffusers.utils import make_image_grid
 from ddpm_kiit import KiitDDPMPipeline
 from ddpm_kiit.evaluation import evaluate_pipeline
 from ddpm_kiit.sampling import swap_scheduler
-from ddpm_kiit.training import parse_args, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import apply_quick, quality_parser, train_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK_MODEL = '{"block_out_channels": [8, 16], "time_embedding_dim": 8, "norm_num_groups": 4, "attention_type": null}'
 RUNS = {
     "noise (DDPM, cosine)": (["--scheduler", "kiit"], [("DDIM, 50 steps", "ddim", 50)]),
     "cold blur": (
@@ -40,24 +39,14 @@ RUNS = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="A tiny run, for the smoke test; writes no results.")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--num-samples", type=int, default=2000)
-    parser.add_argument("--eval-dataset", default="mnist-full")
+    parser = quality_parser(__doc__)
     parser.add_argument(
         "--noise-from",
         default=None,
         help="Take the noise row from this schedule_flaw.json (its cosine row is the same configuration) instead of "
         "training it again.",
     )
-    args = parser.parse_args(argv)
-    from accelerate.state import AcceleratorState, GradientState
-
-    extra = []
-    if args.quick:
-        args.steps, args.num_samples, args.eval_dataset = 2, 20, "mnist"
-        extra = ["--max_train_samples", "64", "--train_batch_size", "8", "--model_config", QUICK_MODEL]
+    args = apply_quick(parser.parse_args(argv))
     rows = []
     runs = dict(RUNS)
     if args.noise_from:
@@ -84,13 +73,7 @@ def main(argv=None):
         runs.pop("noise (DDPM, cosine)")
     for process, (flags, samplers) in runs.items():
         with tempfile.TemporaryDirectory() as out:
-            command = ["--output_dir", out, "--max_train_steps", str(args.steps), "--logger", "none"] + flags + extra
-            command += ["--num_sample_images", "4"]
-            start = time.perf_counter()
-            train(parse_args(command))
-            train_seconds = time.perf_counter() - start
-            AcceleratorState._reset_state(True)
-            GradientState._reset_state()
+            train_seconds = train_run(out, args.steps, flags, args.quick)
             for label, sampler, steps in samplers:
                 pipe = KiitDDPMPipeline.from_pretrained(out)
                 if isinstance(sampler, str):

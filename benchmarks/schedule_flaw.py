@@ -9,19 +9,17 @@ require: an epsilon model cannot predict x0 from pure noise), (3) the cosine sch
 real-vs-real floor at the same n. Writes benchmarks/results/schedule_flaw.json and prints a Markdown table.
 """
 
-import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from ddpm_kiit import KiitDDPMPipeline
 from ddpm_kiit.evaluation import evaluate_pipeline
 from ddpm_kiit.sampling import swap_scheduler
-from ddpm_kiit.training import parse_args, train
 
-QUICK_MODEL = '{"block_out_channels": [8, 16], "time_embedding_dim": 8, "norm_num_groups": 4, "attention_type": null}'
+sys.path.insert(0, str(Path(__file__).parent))
+from common import apply_quick, quality_parser, train_run  # noqa: E402
 
 SCHEDULES = {
     "talk: linear 1e-4..0.02, T=300": ["--ddpm_beta_schedule", "linear"],
@@ -33,30 +31,14 @@ SCHEDULES = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="A tiny run, for the smoke test; writes no results.")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--num-samples", type=int, default=2000)
-    parser.add_argument("--eval-dataset", default="mnist-full", help="Held-out digits to compare against.")
+    parser = quality_parser(__doc__)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "schedule_flaw.json"))
-    args = parser.parse_args(argv)
-    quick_flags = []
-    if args.quick:
-        args.steps, args.num_samples, args.eval_dataset = 2, 20, "mnist"
-        quick_flags = ["--max_train_samples", "64", "--train_batch_size", "8", "--model_config", QUICK_MODEL]
-    from accelerate.state import AcceleratorState, GradientState
-
+    args = apply_quick(parser.parse_args(argv))
     rows = []
     for name, flags in SCHEDULES.items():
         with tempfile.TemporaryDirectory() as out:
-            command = ["--output_dir", out, "--max_train_steps", str(args.steps), "--logger", "none"] + flags
-            command += ["--num_sample_images", "4", "--sample_scheduler", "ddim", "--num_inference_steps", "50"]
-            command += quick_flags
-            start = time.perf_counter()
-            train(parse_args(command))
-            train_seconds = time.perf_counter() - start
-            AcceleratorState._reset_state(True)
-            GradientState._reset_state()
+            grid_flags = ["--sample_scheduler", "ddim", "--num_inference_steps", "50"]
+            train_seconds = train_run(out, args.steps, flags + grid_flags, args.quick)
             pipe = swap_scheduler(KiitDDPMPipeline.from_pretrained(out), "ddim")
             alpha_bar_T = float(pipe.scheduler.alphas_cumprod[-1])
             report = evaluate_pipeline(

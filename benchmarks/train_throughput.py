@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,9 @@ from ddpm_kiit import KiitDDPMScheduler, SimpleUNet2DModel
 from ddpm_kiit.data import ImageTransform, dataset_to_tensor, load_image_dataset
 from ddpm_kiit.training import DEFAULT_MODEL_CONFIG, parse_args, train
 from ddpm_kiit.training.loop import default_mixed_precision
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import reset_accelerate  # noqa: E402
 
 
 def bare_loop(images: torch.Tensor, steps: int, batch_size: int, mixed_precision: str) -> float:
@@ -53,8 +57,6 @@ def bare_loop(images: torch.Tensor, steps: int, batch_size: int, mixed_precision
 
 
 def our_loop(steps: int, batch_size: int, mixed_precision: str) -> float:
-    from accelerate.state import AcceleratorState, GradientState
-
     with tempfile.TemporaryDirectory() as out:
         args = parse_args(
             [
@@ -65,8 +67,7 @@ def our_loop(steps: int, batch_size: int, mixed_precision: str) -> float:
         )  # fmt: skip
         folder = train(args)
         summary = json.loads((folder / "train_summary.json").read_text())
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     return summary["images_per_second"]
 
 
