@@ -17,6 +17,7 @@ BLUR_SCHEDULES = ("linear", "geometric")
 BOUNDARIES = ("reflect", "circular")
 SAMPLERS = ("naive", "improved")
 PROCESSES = ("cold", "blurring_diffusion")
+BLURRING_DIFFUSION_MIN_TRANSFER = 1e-3
 
 
 @dataclass
@@ -184,7 +185,12 @@ class GaussianBlurScheduler(SchedulerMixin, ConfigMixin):
         height, width = images.shape[-2:]
         _, _, frequencies = self._basis(height, width, images.device, images.dtype)
         sigma = sigma.to(images.dtype).reshape(-1, 1, 1, 1)
-        return torch.exp(-2 * math.pi**2 * sigma**2 * frequencies)
+        transfer = torch.exp(-2 * math.pi**2 * sigma**2 * frequencies)
+        if self.config.process == "blurring_diffusion":
+            # Hoogeboom & Salimans 2022 keep every frequency at least at d_min = 0.001: the reverse step divides by
+            # these factors, and without a floor the removed frequencies would amplify the noise predictor's error.
+            transfer = (1 - BLURRING_DIFFUSION_MIN_TRANSFER) * transfer + BLURRING_DIFFUSION_MIN_TRANSFER
+        return transfer
 
     def blur(self, images: torch.Tensor, timesteps: Union[int, torch.Tensor]) -> torch.Tensor:
         """D(images, t): Gaussian blur of width sigma_t, one t for the batch or one per sample (t = -1: identity)."""
@@ -334,14 +340,10 @@ class GaussianBlurScheduler(SchedulerMixin, ConfigMixin):
         sigma_s = torch.where(last, 0.0, self.noise_sigmas.to(t.device)[prev_index]).to(dtype).reshape(shape4)
         d_t = self._transfer(self._sigma_for(t), z_t)  # per-frequency blur factors, (batch, 1, H, W')
         d_s = self._transfer(self._sigma_for(t_prev), z_t)
-        # x0 from epsilon: D_t x0 = (z_t - sigma_t eps) / alpha_t; undo the blur per frequency, guarded.
-        blurred_x0 = (z_t - sigma_t * eps) / alpha_t
-        x0 = self._scale_frequencies(blurred_x0, 1.0 / d_t.clamp(min=1e-3))
-        if self.config.clip_sample:
-            x0 = x0.clamp(-1, 1)
-        # d_t / d_s in one exponential: both underflow at high frequencies under strong blur, their ratio does not.
-        ratio = self._transfer((self._sigma_for(t) ** 2 - self._sigma_for(t_prev) ** 2).clamp(min=0).sqrt(), z_t)
-        alpha_ts = alpha_t / alpha_s * ratio  # per frequency
+        # x0 from epsilon: D_t x0 = (z_t - sigma_t eps) / alpha_t, then undo the (floored) blur per frequency.
+        # The posterior mean uses this x0 unclipped: clipping in pixel space would mix the frequencies.
+        x0 = self._scale_frequencies((z_t - sigma_t * eps) / alpha_t, 1.0 / d_t)
+        alpha_ts = alpha_t * d_t / (alpha_s * d_s)  # per frequency
         sigma_ts_sq = (sigma_t**2 - alpha_ts**2 * sigma_s**2).clamp(min=1e-12)
         mean = self._scale_frequencies(z_t, alpha_ts * sigma_s**2 / sigma_t**2) + self._scale_frequencies(
             x0, sigma_ts_sq * alpha_s * d_s / sigma_t**2
@@ -349,6 +351,8 @@ class GaussianBlurScheduler(SchedulerMixin, ConfigMixin):
         std = (sigma_ts_sq * sigma_s**2 / sigma_t**2).sqrt()
         noise = randn_tensor(z_t.shape, generator=generator, device=z_t.device, dtype=dtype)
         prev = mean + self._scale_frequencies(noise, std)
+        if self.config.clip_sample:
+            x0 = x0.clamp(-1, 1)
         return prev, x0
 
     def __len__(self):
