@@ -162,9 +162,15 @@ def _check_writable(folder: Path):
         raise ValueError(f"--output_dir {str(folder)!r} is not writable ({error}); choose another folder.") from error
 
 
-def latest_checkpoint(output_dir: Path) -> Optional[Path]:
+def list_checkpoints(output_dir: Path) -> List[Path]:
+    """The `checkpoint-<step>` folders of a run, oldest step first."""
     checkpoints = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    return sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def latest_checkpoint(output_dir: Path) -> Optional[Path]:
+    checkpoints = list_checkpoints(output_dir)
+    return checkpoints[-1] if checkpoints else None
 
 
 def validate_args(args) -> None:

@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -18,7 +19,7 @@ from diffusers.utils import logging, make_image_grid
 from ..data import ImageTransform, dataset_to_tensor, load_image_dataset
 from ..models import SimpleUNet2DModel
 from ..schedulers import KiitDDPMScheduler
-from .args import latest_checkpoint, load_model_config, validate_args
+from .args import latest_checkpoint, list_checkpoints, load_model_config, validate_args
 
 logger = logging.get_logger(__name__)
 
@@ -132,36 +133,47 @@ def _save_checkpoint(accelerator, unet, ema_model, output_dir: Path, global_step
             shutil.rmtree(final)
         os.replace(partial, final)
         if limit is not None:
-            checkpoints = sorted(
-                (p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                key=lambda p: int(p.name.split("-")[-1]),
-            )
-            for old in checkpoints[:-limit]:
+            for old in list_checkpoints(output_dir)[:-limit]:
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
 
 
-@torch.no_grad()
-def sample_grid(unet, scheduler, args, device, seed: int):
-    """A grid of `args.num_sample_images` samples with the scheduler chosen for grids."""
+@contextmanager
+def _sampling_pipeline(unet, ema_model, scheduler, args):
+    """A pipeline over `unet` in eval mode, with the EMA weights swapped in when there are any; training weights
+    and mode are restored afterwards. `--sample_scheduler` replaces the training scheduler for sampling."""
     from ..pipelines import KiitDDPMPipeline
-    from ..sampling import grid_shape, swap_scheduler
+    from ..sampling import swap_scheduler
 
     pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)
     if args.sample_scheduler is not None:
         swap_scheduler(pipe, args.sample_scheduler)
     pipe.set_progress_bar_config(disable=True)
+    if ema_model is not None:
+        ema_model.store(unet.parameters())
+        ema_model.copy_to(unet.parameters())
     was_training = unet.training
     unet.eval()
     try:
-        images = pipe(
-            batch_size=args.num_sample_images,
-            generator=torch.Generator(device).manual_seed(seed),
-            num_inference_steps=args.num_inference_steps,
-        ).images
+        yield pipe
     finally:
         unet.train(was_training)
+        if ema_model is not None:
+            ema_model.restore(unet.parameters())
+
+
+@torch.no_grad()
+def sample_grid(unet, ema_model, scheduler, args, device):
+    """A grid of `args.num_sample_images` samples (seeded with `args.seed`) with the EMA weights."""
+    from ..sampling import grid_shape
+
+    with _sampling_pipeline(unet, ema_model, scheduler, args) as pipe:
+        images = pipe(
+            batch_size=args.num_sample_images,
+            generator=torch.Generator(device).manual_seed(args.seed),
+            num_inference_steps=args.num_inference_steps,
+        ).images
     rows, cols = grid_shape(len(images))
     return make_image_grid(images, rows, cols)
 
@@ -389,7 +401,7 @@ def train(args) -> Path:
                 _evaluate_kid(accelerator.unwrap_model(unet), ema_model, noise_scheduler, args), step=global_step
             )
         if args.save_images_steps and global_step % args.save_images_steps == 0 and accelerator.is_main_process:
-            grid = _grid_with_ema(accelerator.unwrap_model(unet), ema_model, noise_scheduler, args, device)
+            grid = sample_grid(accelerator.unwrap_model(unet), ema_model, noise_scheduler, args, device)
             _log_grid(accelerator, output_dir, grid, global_step)
     progress.close()
     train_seconds = time.perf_counter() - loop_start
@@ -408,7 +420,7 @@ def train(args) -> Path:
         if ema_model is not None:
             ema_model.copy_to(final_unet.parameters())
         final_unet = final_unet.to(memory_format=torch.contiguous_format).eval()
-        grid = sample_grid(final_unet, noise_scheduler, args, device, seed=args.seed)
+        grid = sample_grid(final_unet, None, noise_scheduler, args, device)  # EMA weights already copied in
         _log_grid(accelerator, output_dir, grid, global_step)
         _export_pipeline(final_unet, noise_scheduler, args, output_dir, grid, command)
         if args.push_to_hub:
@@ -446,50 +458,22 @@ def _evaluate_kid(unet, ema_model, scheduler, args) -> dict:
     from ..evaluation.evaluate import extract_features, generate_samples, reference_images
     from ..evaluation.features import load_classifier
     from ..evaluation.metrics import kernel_inception_distance
-    from ..pipelines import KiitDDPMPipeline
-    from ..sampling import swap_scheduler
 
     network = load_classifier(args.dataset_name)
     real = reference_images(args.dataset_name, "test", unet.config.in_channels, args.resolution, args.cache_dir)
     n = min(args.eval_num_samples, len(real))
-    pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)
-    if args.sample_scheduler is not None:
-        swap_scheduler(pipe, args.sample_scheduler)
-    if ema_model is not None:
-        ema_model.store(unet.parameters())
-        ema_model.copy_to(unet.parameters())
-    was_training = unet.training
-    unet.eval()
-    try:
+    with _sampling_pipeline(unet, ema_model, scheduler, args) as pipe:
         samples = generate_samples(pipe, n, seed=args.seed, num_inference_steps=args.num_inference_steps)
-    finally:
-        unet.train(was_training)
-        if ema_model is not None:
-            ema_model.restore(unet.parameters())
     kid = kernel_inception_distance(extract_features(network, real[:n]), extract_features(network, samples))
     return {"eval/kid_mean": kid["kid_mean"], "eval/kid_std": kid["kid_std"]}
-
-
-def _grid_with_ema(unet, ema_model, scheduler, args, device):
-    if ema_model is None:
-        return sample_grid(unet, scheduler, args, device, seed=args.seed)
-    ema_model.store(unet.parameters())
-    ema_model.copy_to(unet.parameters())
-    try:
-        return sample_grid(unet, scheduler, args, device, seed=args.seed)
-    finally:
-        ema_model.restore(unet.parameters())
 
 
 def _log_grid(accelerator, output_dir: Path, grid, step: int):
     import numpy as np
 
-    samples_dir = output_dir / "samples"
-    samples_dir.mkdir(exist_ok=True)
-    path = samples_dir / f"step-{step:06d}.png"
-    partial = samples_dir / f".step-{step:06d}.partial.png"
-    grid.save(partial)
-    os.replace(partial, path)
+    from ..sampling import write_image_atomically
+
+    write_image_atomically(grid, output_dir / "samples" / f"step-{step:06d}.png", overwrite=True)
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
             tracker.writer.add_image("samples", np.asarray(grid.convert("RGB")), step, dataformats="HWC")
