@@ -1,13 +1,16 @@
 """The talk's question answered with numbers: Gaussian noise vs Gaussian blur as the forward process.
 
     python benchmarks/blur_vs_noise.py [--steps 1000] [--num-samples 2000] [--eval-dataset mnist-full]
+    python benchmarks/blur_vs_noise.py --dataset emoji --eval-dataset emoji --num-samples 393 --features inception
 
-Trains the default model on the built-in `mnist` for the same number of steps with each forward process, then scores
-each with `ddpm_kiit.evaluation.evaluate_pipeline` (classifier features, n samples, real-vs-real floor beside it):
+Trains the default model on a built-in dataset (`mnist`, or the colour `emoji` at 32x32) for the same number of steps
+with each forward process, then scores each with `ddpm_kiit.evaluation.evaluate_pipeline` (n samples, real-vs-real
+floor beside it; classifier features for digits, Inception for colour):
 - noise: our DDPM on the cosine schedule, sampled with DDIM in 50 steps;
 - cold blur (Bansal et al. 2022), T = 50, sampled with Algorithm 1 (naive) and Algorithm 2 (improved): one model;
 - blurring diffusion (Hoogeboom & Salimans 2022), T = 50, its own 50-step sampler.
-Writes benchmarks/results/blur_vs_noise.json, one sample grid per row under docs/, and prints a Markdown table.
+Writes benchmarks/results/blur_vs_noise[_<dataset>].json, one sample grid per row under docs/, and prints a Markdown
+table.
 """
 
 import json
@@ -15,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
 from diffusers.utils import make_image_grid
 
 from ddpm_kiit import KiitDDPMPipeline
@@ -46,7 +50,11 @@ def main(argv=None):
         help="Take the noise row from this schedule_flaw.json (its cosine row is the same configuration) instead of "
         "training it again.",
     )
+    parser.add_argument("--dataset", default="mnist", help="Built-in training set: mnist or emoji.")
+    parser.add_argument("--features", default="classifier", choices=("classifier", "inception"))
     args = apply_quick(parser.parse_args(argv))
+    suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"
+    data_flags = ["--dataset_name", args.dataset]
     rows = []
     runs = dict(RUNS)
     if args.noise_from:
@@ -73,7 +81,7 @@ def main(argv=None):
         runs.pop("noise (DDPM, cosine)")
     for process, (flags, samplers) in runs.items():
         with tempfile.TemporaryDirectory() as out:
-            train_seconds = train_run(out, args.steps, flags, args.quick)
+            train_seconds = train_run(out, args.steps, data_flags + flags, args.quick)
             for label, sampler, steps in samplers:
                 pipe = KiitDDPMPipeline.from_pretrained(out)
                 if isinstance(sampler, str):
@@ -81,16 +89,18 @@ def main(argv=None):
                 elif sampler:
                     pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **sampler)
                 report = evaluate_pipeline(
-                    pipe, dataset=args.eval_dataset, num_samples=args.num_samples, num_inference_steps=steps
+                    pipe,
+                    dataset=args.eval_dataset,
+                    num_samples=args.num_samples,
+                    features=args.features,
+                    num_inference_steps=steps,
                 )
                 slug = f"{process} {label}".split(",")[0].replace(" ", "_").replace("(", "").replace(")", "")
                 grid = None
                 if not args.quick:
                     pipe.set_progress_bar_config(disable=True)
-                    import torch
-
                     images = pipe(batch_size=16, generator=torch.manual_seed(0), num_inference_steps=steps).images
-                    grid = ROOT / "docs" / f"blur_vs_noise_{slug}.png"
+                    grid = ROOT / "docs" / f"blur_vs_noise{suffix}_{slug}.png"
                     make_image_grid(images, 4, 4).save(grid)
                 rows.append(
                     {
@@ -109,10 +119,12 @@ def main(argv=None):
         result = {
             "steps": args.steps,
             "num_samples": args.num_samples,
+            "dataset": args.dataset,
             "eval_dataset": args.eval_dataset,
+            "features": args.features,
             "rows": rows,
         }
-        (ROOT / "benchmarks" / "results" / "blur_vs_noise.json").write_text(json.dumps(result, indent=2))
+        (ROOT / "benchmarks" / "results" / f"blur_vs_noise{suffix}.json").write_text(json.dumps(result, indent=2))
     print(f"\n| process | sampler | FID (floor {rows[0]['floor_fid']:.1f}) | KID | precision | recall |")
     print("|---|---|---|---|---|---|")
     for row in rows:

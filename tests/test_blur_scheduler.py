@@ -29,7 +29,8 @@ def test_blur_width_and_effect_grow_with_t(schedule, sigma_min):
 
 
 def test_reflect_blur_matches_a_spatial_gaussian_with_reflection():
-    scheduler = GaussianBlurScheduler(boundary="reflect")
+    # A 3-sigma kernel must fit inside one reflection of the image for the spatial reference: sigma_max = 8 px.
+    scheduler = GaussianBlurScheduler(boundary="reflect", sigma_max=8.0)
     x = _images(batch=1, channels=1, size=32).double()
     t = 20  # sigma = 3.3 px; below about 1.5 px a sampled kernel aliases and the two differ by up to 2e-3
     sigma = float(scheduler.sigmas[t])
@@ -159,3 +160,23 @@ def test_blurring_diffusion_step_keeps_the_forward_marginals():
     expected_mean = scheduler.alphas[s] * scheduler.blur(x0[:1], s)
     assert (z_s.mean(0) - expected_mean[0]).abs().max() < 4 * float(scheduler.noise_sigmas[s]) / 4000**0.5 + 1e-3
     assert abs(z_s.var(0).mean().item() - float(scheduler.noise_sigmas[s]) ** 2) < 0.03
+
+
+def test_blurring_diffusion_first_step_does_not_amplify_the_models_error():
+    # At t = T - 1, alpha_t is tiny and the posterior mean divides the epsilon error by alpha_{t|s} (about 300x here).
+    # With `clip_sample`, the blurred x0 estimate is bounded instead, as DDPM bounds x0: the step moves at most a few
+    # times the error. (Trained models sampled pure noise before this; z grew to 1e5.)
+    scheduler = GaussianBlurScheduler(process="blurring_diffusion")
+    scheduler.set_timesteps(50)
+    x0 = _images(batch=64, channels=1, size=16)
+    t = int(scheduler.timesteps[0])
+    noise = torch.randn(x0.shape, generator=torch.manual_seed(0))
+    z_t = scheduler.add_noise(x0, noise, torch.full((64,), t))
+    error = 0.04 * torch.randn(x0.shape, generator=torch.manual_seed(1))
+    exact = scheduler.step(noise, t, z_t, generator=torch.manual_seed(2)).prev_sample
+    perturbed = scheduler.step(noise + error, t, z_t, generator=torch.manual_seed(2)).prev_sample
+    assert (perturbed - exact).std() < 3 * error.std()
+    unclipped = GaussianBlurScheduler(process="blurring_diffusion", clip_sample=False)
+    unclipped.set_timesteps(50)
+    amplified = unclipped.step(noise + error, t, z_t, generator=torch.manual_seed(2)).prev_sample
+    assert (amplified - exact).std() > 30 * error.std()  # the failure the clipping prevents
