@@ -180,3 +180,15 @@ def test_blurring_diffusion_first_step_does_not_amplify_the_models_error():
     unclipped.set_timesteps(50)
     amplified = unclipped.step(noise + error, t, z_t, generator=torch.manual_seed(2)).prev_sample
     assert (amplified - exact).std() > 30 * error.std()  # the failure the clipping prevents
+
+
+def test_a_chain_can_start_part_way():
+    scheduler = GaussianBlurScheduler(num_train_timesteps=20)
+    scheduler.set_timesteps(timesteps=[7, 4, 0])
+    assert scheduler.timesteps.tolist() == [7, 4, 0] and scheduler.num_inference_steps == 3
+    assert scheduler.previous_timestep(torch.tensor([7, 4, 0])).tolist() == [4, 0, -1]
+    for bad, message in [([4, 7], "strictly decreasing"), ([], "non-empty"), ([20, 3], r"lie in \[0, 20\)")]:
+        with pytest.raises(ValueError, match=message):
+            scheduler.set_timesteps(timesteps=bad)
+    with pytest.raises(ValueError, match="either `num_inference_steps` or `timesteps`"):
+        scheduler.set_timesteps(3, timesteps=[2, 1])

@@ -57,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--sample-size", type=_positive_int, default=32)
     convert.add_argument("--num-heads", type=_positive_int, default=1)
     convert.add_argument("--overwrite", action="store_true")
+    app = commands.add_parser("app", help="Serve the Gradio app: generate, compare schedulers, learn the processes.")
+    app.add_argument("--pipeline", default=None, help="Pipeline folder or Hub id shown when the page opens.")
+    app.add_argument("--host", default="127.0.0.1", help="Interface to bind (0.0.0.0 serves your whole network).")
+    app.add_argument("--port", type=_positive_int, default=7860)
+    app.add_argument(
+        "--allow-dir",
+        action="append",
+        default=[],
+        help="A folder whose pipelines the app may load (repeatable; default: the current folder and --pipeline's).",
+    )
+    app.add_argument("--no-hub", action="store_true", help="Load local folders only, never Hub ids.")
+
     evaluate = commands.add_parser("evaluate", help="FID/KID/precision/recall/copy check against held-out images.")
     evaluate.add_argument("pipeline")
     evaluate.add_argument("--dataset", default="mnist")
@@ -204,7 +216,19 @@ def _convert(args) -> str:
     return f"converted a {variant} SimpleUnet checkpoint to {folder}"
 
 
+def _app(args) -> str:
+    from .app import launch
+
+    try:
+        import gradio  # noqa: F401
+    except ImportError as error:
+        raise ValueError("The app needs Gradio: `pip install 'ddpm-kiit[app]'`.") from error
+    launch(args.pipeline, args.host, args.port, args.allow_dir or ["."], allow_hub=not args.no_hub)
+    return "app stopped"
+
+
 COMMANDS = {
+    "app": _app,
     "generate": _generate,
     "compare-schedulers": _compare,
     "convert-seed": _convert,

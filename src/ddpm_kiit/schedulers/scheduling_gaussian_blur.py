@@ -232,18 +232,34 @@ class GaussianBlurScheduler(SchedulerMixin, ConfigMixin):
     def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
         return sample
 
-    def set_timesteps(self, num_inference_steps: Optional[int] = None, device: Union[str, torch.device] = None):
-        """Degradation levels of the sampling chain, from T - 1 down to 0, evenly spaced."""
+    def set_timesteps(
+        self,
+        num_inference_steps: Optional[int] = None,
+        device: Union[str, torch.device] = None,
+        timesteps: Optional[List[int]] = None,
+    ):
+        """Degradation levels of the sampling chain, from T - 1 down to 0 evenly spaced, or the strictly decreasing
+        `timesteps` given (for example a chain that starts part-way, at an image blurred to level t)."""
         total = self.config.num_train_timesteps
-        if num_inference_steps is None:
-            num_inference_steps = total
-        if not isinstance(num_inference_steps, (int, np.integer)) or not 1 <= num_inference_steps <= total:
-            raise ValueError(
-                f"`num_inference_steps` must be an integer between 1 and `num_train_timesteps`={total}, "
-                f"got {num_inference_steps!r}."
-            )
+        if timesteps is not None:
+            if num_inference_steps is not None:
+                raise ValueError("Pass either `num_inference_steps` or `timesteps`, not both.")
+            timesteps = np.asarray(timesteps, dtype=np.int64)
+            if timesteps.ndim != 1 or len(timesteps) == 0 or np.any(np.diff(timesteps) >= 0):
+                raise ValueError(f"`timesteps` must be non-empty and strictly decreasing, got {timesteps.tolist()}.")
+            if timesteps[0] >= total or timesteps[-1] < 0:
+                raise ValueError(f"`timesteps` must lie in [0, {total}), got {timesteps.tolist()}.")
+            num_inference_steps = len(timesteps)
+        else:
+            if num_inference_steps is None:
+                num_inference_steps = total
+            if not isinstance(num_inference_steps, (int, np.integer)) or not 1 <= num_inference_steps <= total:
+                raise ValueError(
+                    f"`num_inference_steps` must be an integer between 1 and `num_train_timesteps`={total}, "
+                    f"got {num_inference_steps!r}."
+                )
+            timesteps = np.linspace(total - 1, 0, num_inference_steps).round().astype(np.int64)
         self.num_inference_steps = num_inference_steps
-        timesteps = np.linspace(total - 1, 0, num_inference_steps).round().astype(np.int64)
         self.timesteps = torch.from_numpy(timesteps).to(device)
         previous = np.full(total, -1, dtype=np.int64)
         previous[timesteps[:-1]] = timesteps[1:]

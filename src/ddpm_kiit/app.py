@@ -1,0 +1,539 @@
+# Copyright 2026 The ddpm-kiit authors. Licensed under the Apache License, Version 2.0.
+"""
+`ddpm-kiit app`: one Gradio page to generate with any of our pipelines and schedulers, and to learn what the
+forward and reverse processes do (the talk's "Gradio inference page" and its first-year students' game).
+
+The work is done by plain functions (`generate`, `forward`, `reverse`, `new_quiz`, `score_guess`) that check their
+inputs against `AppLimits` and raise `ValueError` with the fix; `build_app` wires them into `gradio.Blocks`, where each
+is also an API endpoint (`/generate`, `/forward`, `/reverse`, `/quiz_new`, `/quiz_guess`) for `gradio_client`.
+"""
+
+import functools
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler
+from diffusers.utils import make_image_grid
+from PIL import Image
+
+from .pipelines import DenoisingRecorder, KiitDDPMPipeline
+from .sampling import SCHEDULERS, grid_shape
+from .schedulers import GaussianBlurScheduler
+
+# The blur pipelines' own samplers, beside the noise schedulers of `sampling.SCHEDULERS`.
+BLUR_SAMPLERS = {"blur-improved": "improved", "blur-naive": "naive"}
+SCHEDULER_CHOICES = ["default", *SCHEDULERS, *BLUR_SAMPLERS]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_VIEW_SIZE = 128  # pixels of the Learn tab's pictures: 32x32 digits are unreadable at their own size
+
+
+@dataclass(frozen=True)
+class AppLimits:
+    """What one request may ask for: keeps a shared server up."""
+
+    max_images: int = 16
+    max_steps: int = 1000
+    max_sample_size: int = 128
+    max_cached_pipelines: int = 3
+    queue_size: int = 8
+    concurrency: int = 1
+
+
+def _check_int(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
+    return int(value)
+
+
+class PipelineCache:
+    """
+    Loads pipelines by local folder or Hub id, keeping the last `max_entries` in memory so that switching back is
+    instant. Local folders must lie inside `allowed_dirs`: a server should not read arbitrary paths for its clients.
+    """
+
+    def __init__(self, allowed_dirs: Sequence[os.PathLike], limits: AppLimits = AppLimits(), allow_hub: bool = True):
+        self.allowed_dirs = [Path(d).resolve() for d in allowed_dirs]
+        self.limits = limits
+        self.allow_hub = allow_hub
+        self._pipelines: "OrderedDict[str, KiitDDPMPipeline]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _local_path(self, reference: str) -> Optional[Path]:
+        looks_local = reference.startswith(("/", ".", "~")) or os.path.sep in reference.rstrip(os.path.sep)[1:]
+        path = Path(reference).expanduser()
+        if not (looks_local and not _HUB_ID.match(reference)) and not path.exists():
+            return None
+        resolved = path.resolve()
+        if not any(resolved == root or root in resolved.parents for root in self.allowed_dirs):
+            allowed = ", ".join(str(d) for d in self.allowed_dirs) or "none"
+            raise ValueError(
+                f"{reference!r} is outside the folders this app may read ({allowed}). Move the pipeline there, or "
+                f"start the app with `--allow-dir` naming its folder."
+            )
+        if not (resolved / "model_index.json").is_file():
+            raise ValueError(f"{reference!r} is not a saved pipeline folder (no model_index.json in it).")
+        return resolved
+
+    def get(self, reference: str) -> KiitDDPMPipeline:
+        reference = (reference or "").strip()
+        if not reference:
+            raise ValueError("Choose a pipeline: a saved pipeline folder or a Hub id such as `user/ddpm-kiit-mnist`.")
+        local = self._local_path(reference)
+        key = str(local) if local else reference
+        with self._lock:
+            if key in self._pipelines:
+                self._pipelines.move_to_end(key)
+                return self._pipelines[key]
+        if local is None:
+            if not _HUB_ID.match(reference):
+                raise ValueError(f"{reference!r} is neither a pipeline folder nor a Hub id of the form `user/name`.")
+            if not self.allow_hub:
+                raise ValueError("This app was started with `--no-hub`: give a local pipeline folder instead.")
+        try:
+            pipe = KiitDDPMPipeline.from_pretrained(str(local or reference))
+        except ValueError:
+            raise
+        except Exception as error:  # the Hub client's errors are many and long; keep the first line
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(
+                f"Could not load {reference!r}: {reason}. Check the id (and your network or HF_TOKEN), or give a "
+                f"local pipeline folder."
+            ) from error
+        size = pipe.unet.config.sample_size
+        if max(size if isinstance(size, (list, tuple)) else [size]) > self.limits.max_sample_size:
+            raise ValueError(
+                f"{reference!r} makes {size}-pixel images; this app serves at most {self.limits.max_sample_size}."
+            )
+        pipe.set_progress_bar_config(disable=True)
+        with self._lock:
+            self._pipelines[key] = pipe
+            while len(self._pipelines) > self.limits.max_cached_pipelines:
+                self._pipelines.popitem(last=False)
+        return pipe
+
+
+def with_scheduler(pipe: KiitDDPMPipeline, name: str) -> KiitDDPMPipeline:
+    """A pipeline sharing `pipe`'s model with the scheduler called `name`; `pipe` itself is left as it was."""
+    if name not in SCHEDULER_CHOICES:
+        raise ValueError(f"Unknown scheduler {name!r}; choose one of {SCHEDULER_CHOICES}.")
+    config = pipe.scheduler.config
+    blurs = isinstance(pipe.scheduler, GaussianBlurScheduler)
+    if name == "default":
+        scheduler = type(pipe.scheduler).from_config(config)
+    elif blurs:
+        if name not in BLUR_SAMPLERS or config.process != "cold":
+            allowed = ["default", *BLUR_SAMPLERS] if config.process == "cold" else ["default"]
+            raise ValueError(f"This pipeline blurs instead of adding noise; choose a scheduler from {allowed}.")
+        scheduler = GaussianBlurScheduler.from_config(config, sampler=BLUR_SAMPLERS[name])
+    else:
+        if name in BLUR_SAMPLERS:
+            raise ValueError(f"{name!r} is for blur pipelines; this one adds noise. Choose one of {list(SCHEDULERS)}.")
+        scheduler_class, overrides = SCHEDULERS[name]
+        scheduler = scheduler_class.from_config(config, **overrides)
+    copy = KiitDDPMPipeline(unet=pipe.unet, scheduler=scheduler)
+    copy.set_progress_bar_config(disable=True)
+    return copy
+
+
+def _enlarge(image: Image.Image, tile, least: int = 64) -> Image.Image:
+    """`image` (a grid of `tile`-pixel tiles) scaled up by a whole factor so that each tile is at least `least` px."""
+    tile = min(tile) if isinstance(tile, (list, tuple)) else tile
+    factor = max(1, -(-least // tile))
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+def _upscale(image: Image.Image, size: int = _VIEW_SIZE) -> Image.Image:
+    return image.convert("RGB").resize((size, size), Image.NEAREST) if image.width < size else image
+
+
+def generate(
+    cache: PipelineCache,
+    pipeline: str,
+    scheduler: str = "default",
+    steps: int = 50,
+    seed: int = 0,
+    num_images: int = 4,
+    strip_points: int = 8,
+    on_step: Optional[Callable[[int, int], None]] = None,
+) -> Dict:
+    """Samples `num_images` images; returns them, the denoising strip of the first one, a grid and the seconds."""
+    limits = cache.limits
+    num_images = _check_int("Number of images", num_images, 1, limits.max_images)
+    seed = _check_int("Seed", seed, 0, 2**32 - 1)
+    pipe = with_scheduler(cache.get(pipeline), scheduler)
+    total = pipe.scheduler.config.num_train_timesteps
+    steps = _check_int("Steps", steps, 1, min(limits.max_steps, total))
+    recorder = DenoisingRecorder.evenly(steps, count=strip_points)
+
+    def callback(p, index, timestep, tensors):
+        recorder(p, index, timestep, tensors)
+        if on_step is not None:
+            on_step(index + 1, steps)
+        return {}
+
+    start = time.perf_counter()
+    images = pipe(
+        batch_size=num_images,
+        generator=torch.Generator().manual_seed(seed),
+        num_inference_steps=steps,
+        callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=DenoisingRecorder.tensor_inputs,
+    ).images
+    seconds = time.perf_counter() - start
+    rows, cols = grid_shape(len(images))
+    return {
+        "images": images,
+        "strip": _enlarge(recorder.strip(0), pipe.unet.config.sample_size),
+        "grid": make_image_grid(images, rows, cols),
+        "seconds": seconds,
+        "info": (
+            f"{num_images} image(s), {type(pipe.scheduler).__name__}, {steps} steps, seed {seed}: {seconds:.2f} s. "
+            f"The strip shows x_t (top) and the predicted x0 (bottom) at {len(recorder.steps)} steps."
+        ),
+    }
+
+
+def _to_tensor(image: Image.Image, pipe: KiitDDPMPipeline) -> torch.Tensor:
+    """An uploaded picture as the model's input: its channels, centre-cropped and resized, in [-1, 1]."""
+    config = pipe.unet.config
+    size = config.sample_size if isinstance(config.sample_size, int) else config.sample_size[0]
+    image = image.convert("L" if config.in_channels == 1 else "RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(array)[None]
+
+
+def _to_image(tensor: torch.Tensor) -> Image.Image:
+    array = ((tensor[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).convert("RGB")
+
+
+# The model's own samples, per model and seed, for the Learn tab when nothing is uploaded (gone with the model).
+_samples_lock = threading.Lock()
+_samples: "weakref.WeakKeyDictionary[torch.nn.Module, Dict[int, torch.Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def _clean_image(cache: PipelineCache, pipe: KiitDDPMPipeline, image: Optional[Image.Image], seed: int):
+    """The Learn tab's x0: the uploaded picture, or (none given) the model's own sample for `seed`."""
+    if image is not None:
+        if not isinstance(image, Image.Image):
+            image = Image.fromarray(np.asarray(image))
+        return _to_tensor(image, pipe)
+    with _samples_lock:
+        if seed in _samples.get(pipe.unet, {}):
+            return _samples[pipe.unet][seed]
+    fast = with_scheduler(pipe, "default" if isinstance(pipe.scheduler, GaussianBlurScheduler) else "ddim")
+    steps = min(50, fast.scheduler.config.num_train_timesteps)
+    sample = fast(generator=torch.Generator().manual_seed(seed), num_inference_steps=steps, output_type="pt").images
+    sample = sample * 2 - 1
+    with _samples_lock:
+        seeds = _samples.setdefault(pipe.unet, OrderedDict())
+        seeds[seed] = sample
+        while len(seeds) > 16:
+            seeds.popitem(last=False)
+    return sample
+
+
+def describe_level(scheduler, t: int) -> str:
+    """What the forward process does at t, in numbers: alpha_bar_t and the SNR for noise, the blur width for blur."""
+    total = scheduler.config.num_train_timesteps
+    if isinstance(scheduler, GaussianBlurScheduler):
+        text = f"t = {t} of {total - 1}: blur width sigma_t = {float(scheduler.sigmas[t]):.2f} px"
+        if scheduler.config.process == "blurring_diffusion":
+            alpha, sigma = float(scheduler.alphas[t]), float(scheduler.noise_sigmas[t])
+            text += f", signal alpha_t = {alpha:.3f}, noise sigma_t = {sigma:.3f}"
+        return text + "."
+    alpha_bar = float(scheduler.alphas_cumprod[t])
+    snr = alpha_bar / max(1 - alpha_bar, 1e-12)
+    decibels = 10 * math.log10(snr) if snr > 0 else float("-inf")
+    return (
+        f"t = {t} of {total - 1}: alpha_bar_t = {alpha_bar:.4f} (the share of the image's variance left), "
+        f"signal-to-noise ratio = {snr:.3g} ({decibels:.1f} dB)."
+    )
+
+
+def forward(
+    cache: PipelineCache, pipeline: str, image: Optional[Image.Image] = None, t: int = 0, seed: int = 0
+) -> Dict:
+    """x_t of the pipeline's forward process (noise or blur) for an image at level t, with its numbers."""
+    pipe = cache.get(pipeline)
+    seed = _check_int("Seed", seed, 0, 2**32 - 1)
+    t = _check_int("t", t, 0, pipe.scheduler.config.num_train_timesteps - 1)
+    clean = _clean_image(cache, pipe, image, seed)
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed))
+    noisy = pipe.scheduler.add_noise(clean, noise, torch.tensor([t]))
+    return {
+        "clean": _upscale(_to_image(clean)),
+        "noisy": _upscale(_to_image(noisy)),
+        "info": describe_level(pipe.scheduler, t),
+    }
+
+
+@torch.no_grad()
+def reverse(
+    cache: PipelineCache,
+    pipeline: str,
+    image: Optional[Image.Image] = None,
+    t: int = 0,
+    seed: int = 0,
+    points: int = 8,
+    on_step: Optional[Callable[[int, int], None]] = None,
+) -> Dict:
+    """Noises (or blurs) an image to level t and lets the model take it back to t = 0: a strip of x_t over x0_hat.
+
+    Noise pipelines run DDIM on 50 evenly spaced levels (the chain starts at the largest of them not above t); blur
+    pipelines run their own sampler over every level from t down.
+    """
+    pipe = cache.get(pipeline)
+    seed = _check_int("Seed", seed, 0, 2**32 - 1)
+    total = pipe.scheduler.config.num_train_timesteps
+    t = _check_int("t", t, 0, total - 1)
+    clean = _clean_image(cache, pipe, image, seed)
+    generator = torch.Generator().manual_seed(seed)
+    if isinstance(pipe.scheduler, GaussianBlurScheduler):
+        scheduler = GaussianBlurScheduler.from_config(pipe.scheduler.config)
+        scheduler.set_timesteps(total)
+    else:
+        scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        scheduler.set_timesteps(min(50, total))
+    timesteps = [int(s) for s in scheduler.timesteps if int(s) <= t] or [int(scheduler.timesteps[-1])]
+    noise = torch.randn(clean.shape, generator=generator)
+    sample = scheduler.add_noise(clean, noise, torch.tensor([timesteps[0]]))
+    if isinstance(scheduler, GaussianBlurScheduler):
+        scheduler.set_timesteps(timesteps=timesteps)  # the chain from t down to 0
+    keep = set(np.linspace(0, len(timesteps) - 1, min(points, len(timesteps))).round().astype(int).tolist())
+    tops, bottoms = [_to_image(sample)], [_to_image(clean)]
+    for index, timestep in enumerate(timesteps):
+        output = pipe.unet(scheduler.scale_model_input(sample, timestep), timestep).sample
+        step = scheduler.step(output, timestep, sample, generator=generator)
+        sample = step.prev_sample
+        if index in keep:
+            tops.append(_to_image(sample))
+            bottoms.append(_to_image(step.pred_original_sample))
+        if on_step is not None:
+            on_step(index + 1, len(timesteps))
+    strip = make_image_grid([_upscale(i, 64) for i in tops + bottoms], rows=2, cols=len(tops))
+    return {
+        "strip": strip,
+        "result": _upscale(_to_image(sample)),
+        "info": (
+            f"Started at t = {timesteps[0]} and took {len(timesteps)} model steps back to 0. Top: the noisy image, "
+            f"then x_t along the way. Bottom: the clean image, then the model's guess of it at each step."
+        ),
+    }
+
+
+def new_quiz(cache: PipelineCache, pipeline: str, image: Optional[Image.Image] = None, seed: int = 0) -> Dict:
+    """The game: an image at a hidden level t drawn from `seed`; guess t."""
+    pipe = cache.get(pipeline)
+    seed = _check_int("Seed", seed, 0, 2**32 - 1)
+    total = pipe.scheduler.config.num_train_timesteps
+    t = int(torch.randint(0, total, (1,), generator=torch.Generator().manual_seed(seed + 1)))
+    shown = forward(cache, pipeline, image, t, seed)["noisy"]
+    return {"image": shown, "t": t, "total": total}
+
+
+def score_guess(guess: int, t: int, total: int) -> Tuple[int, str]:
+    """Points for guessing level `t` of `total` as `guess`: 100 if exact, falling quadratically to 0 a third off."""
+    total = _check_int("The number of levels", total, 1, 10**6)
+    t = _check_int("The hidden t", t, 0, total - 1)
+    guess = _check_int("Your guess", guess, 0, total - 1)
+    off = abs(guess - t) / total
+    points = int(round(100 * max(0.0, 1 - 3 * off) ** 2))
+    return points, f"It was t = {t}. You guessed {guess}: off by {abs(guess - t)}, {points} points."
+
+
+# ------------------------------------------------------------------------------------------------------- the UI
+
+
+def build_app(
+    pipeline: Optional[str] = None,
+    allowed_dirs: Sequence[os.PathLike] = (".",),
+    limits: AppLimits = AppLimits(),
+    allow_hub: bool = True,
+):
+    """The `gradio.Blocks` app. `pipeline` fills the pipeline box; local pipelines must lie in `allowed_dirs`."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    cache = PipelineCache(allowed_dirs, limits, allow_hub)
+    downloads = Path(tempfile.mkdtemp(prefix="ddpm-kiit-app-"))
+
+    def shown_errors(function):
+        """Errors reach the user as a message, never as a traceback."""
+
+        @functools.wraps(function)  # Gradio reads the signature (the progress argument) through __wrapped__
+        def wrapped(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except ValueError as error:
+                raise gr.Error(str(error), print_exception=False) from error
+            except Exception as error:
+                raise gr.Error(f"Something went wrong ({type(error).__name__}): {error}") from error
+
+        return wrapped
+
+    @shown_errors
+    def on_generate(pipeline, scheduler, steps, seed, num_images, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)
+        result = generate(
+            cache,
+            pipeline,
+            scheduler,
+            steps,
+            seed,
+            num_images,
+            on_step=lambda done, total: progress(done / total, desc=f"step {done} of {total}"),
+        )
+        path = downloads / f"samples-seed{int(seed)}-{time.time_ns()}.png"
+        result["grid"].save(path)
+        return result["images"], result["strip"], result["info"], str(path)
+
+    @shown_errors
+    def on_forward(pipeline, image, t, seed):
+        result = forward(cache, pipeline, image, t, seed)
+        return result["clean"], result["noisy"], result["info"]
+
+    @shown_errors
+    def on_reverse(pipeline, image, t, seed, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)
+        result = reverse(
+            cache,
+            pipeline,
+            image,
+            t,
+            seed,
+            on_step=lambda done, total: progress(done / total, desc=f"step {done} of {total}"),
+        )
+        return result["strip"], result["result"], result["info"]
+
+    @shown_errors
+    def on_quiz(pipeline, image, seed):
+        quiz = new_quiz(cache, pipeline, image, seed)
+        prompt = f"Guess t (0 to {quiz['total'] - 1}): how much noise or blur do you see?"
+        return quiz["image"], {"t": quiz["t"], "total": quiz["total"]}, prompt
+
+    @shown_errors
+    def on_guess(guess, quiz, score):
+        if not quiz:
+            raise ValueError("Start a round first with 'New image'.")
+        points, message = score_guess(guess, quiz["t"], quiz["total"])
+        score = {"points": score.get("points", 0) + points, "rounds": score.get("rounds", 0) + 1}
+        return f"{message} Total: {score['points']} points in {score['rounds']} round(s).", score
+
+    def on_pipeline(pipeline, steps, level):
+        """Fits the sliders to the chosen pipeline's number of levels (quietly skipped while the box is empty)."""
+        if not (pipeline or "").strip():
+            return gr.skip(), gr.skip()
+        total = shown_errors(cache.get)(pipeline).scheduler.config.num_train_timesteps
+        most_steps = min(limits.max_steps, total)
+        return (
+            gr.Slider(maximum=most_steps, value=min(steps, most_steps)),
+            gr.Slider(maximum=total - 1, value=min(level, total - 1)),
+        )
+
+    with gr.Blocks(title="ddpm-kiit", delete_cache=(600, 3600)) as demo:
+        gr.Markdown(
+            "# ddpm-kiit\nGenerate with a diffusion pipeline, compare schedulers, and see what the forward and "
+            "reverse processes do. Every button is also an API endpoint (see *Use via API* at the bottom)."
+        )
+        pipeline_box = gr.Textbox(
+            value=pipeline or "", label="Pipeline", placeholder="a saved pipeline folder, or a Hub id: user/name"
+        )
+        with gr.Tab("Generate"):
+            with gr.Row():
+                scheduler = gr.Dropdown(SCHEDULER_CHOICES, value="default", label="Scheduler", elem_id="scheduler")
+                steps = gr.Slider(
+                    1, limits.max_steps, value=min(50, limits.max_steps), step=1, label="Steps", elem_id="steps"
+                )
+                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
+                count = gr.Slider(1, limits.max_images, value=4, step=1, label="Images")
+            run = gr.Button("Generate", variant="primary", elem_id="generate")
+            gallery = gr.Gallery(label="Samples", columns=4, elem_id="gallery")
+            strip = gr.Image(format="png", label="Denoising: x_t (top) and predicted x0 (bottom)", elem_id="strip")
+            info = gr.Markdown(elem_id="generate-info")
+            download = gr.File(label="Download the grid (PNG)")
+        with gr.Tab("Learn"):
+            with gr.Row():
+                upload = gr.Image(type="pil", label="Your image (empty: the model's own sample)", elem_id="upload")
+                clean = gr.Image(format="png", label="x0", elem_id="clean")
+                noisy = gr.Image(format="png", label="x_t", elem_id="noisy")
+            with gr.Row():
+                level = gr.Slider(0, 999, value=0, step=1, label="t", elem_id="level")
+                learn_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+            level_info = gr.Markdown(elem_id="level-info")
+            back = gr.Button("Let the model reverse it", elem_id="reverse")
+            reverse_strip = gr.Image(format="png", label="Reverse process", elem_id="reverse-strip")
+            reverse_result = gr.Image(format="png", label="Result at t = 0")
+            reverse_info = gr.Markdown()
+        with gr.Tab("Quiz"):
+            gr.Markdown("How noisy is it? Guess the timestep t of the image; 100 points for an exact guess.")
+            quiz_state, score_state = gr.State({}), gr.State({})
+            quiz_image = gr.Image(format="png", label="Which t?", elem_id="quiz-image")
+            quiz_prompt = gr.Markdown()
+            with gr.Row():
+                new_round = gr.Button("New image", elem_id="quiz-new")
+                guess = gr.Number(value=0, precision=0, label="Your guess of t")
+                submit = gr.Button("Guess", elem_id="quiz-guess")
+            verdict = gr.Markdown(elem_id="quiz-verdict")
+
+        for event in (pipeline_box.submit, pipeline_box.blur, demo.load):
+            event(on_pipeline, [pipeline_box, steps, level], [steps, level], api_visibility="private")
+        run.click(
+            on_generate,
+            [pipeline_box, scheduler, steps, seed, count],
+            [gallery, strip, info, download],
+            api_name="generate",
+        )
+        level.change(
+            on_forward,
+            [pipeline_box, upload, level, learn_seed],
+            [clean, noisy, level_info],
+            api_name="forward",
+            trigger_mode="always_last",  # while the slider is dragged, only the latest position is computed
+        )
+        back.click(
+            on_reverse,
+            [pipeline_box, upload, level, learn_seed],
+            [reverse_strip, reverse_result, reverse_info],
+            api_name="reverse",
+        )
+        new_round.click(
+            on_quiz, [pipeline_box, upload, learn_seed], [quiz_image, quiz_state, quiz_prompt], api_name="quiz_new"
+        )
+        submit.click(on_guess, [guess, quiz_state, score_state], [verdict, score_state], api_name="quiz_guess")
+
+    demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
+    demo.ddpm_kiit_cache = cache  # for tests and embedding applications
+    return demo
+
+
+def launch(
+    pipeline: Optional[str] = None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    allowed_dirs: Sequence[os.PathLike] = (".",),
+    allow_hub: bool = True,
+    **launch_kwargs,
+):
+    """Builds the app and serves it (on loopback unless `host` says otherwise)."""
+    allowed = list(allowed_dirs)
+    if pipeline and Path(pipeline).expanduser().exists():
+        allowed.append(Path(pipeline).expanduser().resolve().parent)
+    demo = build_app(pipeline, allowed, allow_hub=allow_hub)
+    demo.launch(server_name=host, server_port=port, **launch_kwargs)
+    return demo
