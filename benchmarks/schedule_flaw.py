@@ -21,12 +21,14 @@ from ddpm_kiit.sampling import swap_scheduler
 sys.path.insert(0, str(Path(__file__).parent))
 from common import apply_quick, quality_parser, train_run  # noqa: E402
 
+# Every flag spelled out: the training defaults changed to the second row after this comparison.
+EPSILON = ["--no-rescale_betas_zero_snr", "--prediction_type", "epsilon"]
 SCHEDULES = {
-    "talk: linear 1e-4..0.02, T=300": ["--ddpm_beta_schedule", "linear"],
+    "talk: linear 1e-4..0.02, T=300": ["--ddpm_beta_schedule", "linear", *EPSILON],
     "zero terminal SNR + v-prediction": [
         "--ddpm_beta_schedule", "linear", "--rescale_betas_zero_snr", "--prediction_type", "v_prediction",
     ],
-    "cosine (squaredcos_cap_v2)": ["--ddpm_beta_schedule", "squaredcos_cap_v2"],
+    "cosine (squaredcos_cap_v2)": ["--ddpm_beta_schedule", "squaredcos_cap_v2", *EPSILON],
 }  # fmt: skip
 
 

@@ -28,6 +28,7 @@ def fresh_accelerate_state():
         "train_throughput.py",
         "schedule_flaw.py",
         "blur_vs_noise.py",
+        "time_to_quality.py",
     ],
 )
 def test_benchmark_runs_in_quick_mode(script, monkeypatch, capsys):

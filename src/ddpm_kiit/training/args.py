@@ -62,11 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheduler_config", default=None, help="JSON object of extra scheduler settings, e.g. '{\"sigma_max\": 6}'."
     )
     model.add_argument("--ddpm_num_steps", type=int, default=300)
+    # Default: the talk's linear betas rescaled to zero terminal SNR, with v-prediction (Lin et al. 2024). Measured
+    # against the cosine schedule and the talk's own at 1,000 steps: FID 177.8 vs 235.6 vs 292.9
+    # (benchmarks/schedule_flaw.py, n = 2,000).
     model.add_argument(
-        "--ddpm_beta_schedule", default="squaredcos_cap_v2", choices=("linear", "scaled_linear", "squaredcos_cap_v2")
+        "--ddpm_beta_schedule", default="linear", choices=("linear", "scaled_linear", "squaredcos_cap_v2")
     )
-    model.add_argument("--rescale_betas_zero_snr", action="store_true")
-    model.add_argument("--prediction_type", default="epsilon", choices=("epsilon", "sample", "v_prediction"))
+    model.add_argument(
+        "--rescale_betas_zero_snr",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Rescale the betas so that the last timestep is pure noise (--no-rescale_betas_zero_snr: the talk's).",
+    )
+    model.add_argument("--prediction_type", default="v_prediction", choices=("epsilon", "sample", "v_prediction"))
     model.add_argument("--loss", default="l2", choices=("l1", "l2"), help="The talk used L1, Ho et al. L2.")
     model.add_argument(
         "--snr_gamma", type=float, default=5.0, help="Min-SNR loss weighting (Hang et al. 2023); 0 turns it off."

@@ -10,7 +10,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -140,7 +140,7 @@ def _save_checkpoint(accelerator, unet, ema_model, output_dir: Path, global_step
 
 
 @contextmanager
-def _sampling_pipeline(unet, ema_model, scheduler, args):
+def sampling_pipeline(unet, ema_model, scheduler, args):
     """A pipeline over `unet` in eval mode, with the EMA weights swapped in when there are any; training weights
     and mode are restored afterwards. `--sample_scheduler` replaces the training scheduler for sampling."""
     from ..pipelines import KiitDDPMPipeline
@@ -168,7 +168,7 @@ def sample_grid(unet, ema_model, scheduler, args, device):
     """A grid of `args.num_sample_images` samples (seeded with `args.seed`) with the EMA weights."""
     from ..sampling import grid_shape
 
-    with _sampling_pipeline(unet, ema_model, scheduler, args) as pipe:
+    with sampling_pipeline(unet, ema_model, scheduler, args) as pipe:
         images = pipe(
             batch_size=args.num_sample_images,
             generator=torch.Generator(device).manual_seed(args.seed),
@@ -224,8 +224,17 @@ def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str
     return pipe
 
 
-def train(args) -> Path:
-    """Runs a whole training job described by `args` (see `ddpm_kiit.training.args`). Returns the output folder."""
+def train(
+    args, step_callback: Optional[Callable[[int, torch.nn.Module, Optional[object], object], bool]] = None
+) -> Path:
+    """
+    Runs a whole training job described by `args` (see `ddpm_kiit.training.args`). Returns the output folder.
+
+    `step_callback(global_step, unet, ema_model, noise_scheduler)`, if given, runs on the main process after every
+    optimizer step (the model is unwrapped, `ema_model` is the `EMAModel` or `None`); returning `True` ends training
+    there, which is then saved as usual. `benchmarks/time_to_quality.py` uses it to evaluate at wall-clock points.
+    Single-process runs only: the other processes would not learn that the run stopped.
+    """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
@@ -403,6 +412,11 @@ def train(args) -> Path:
         if args.save_images_steps and global_step % args.save_images_steps == 0 and accelerator.is_main_process:
             grid = sample_grid(accelerator.unwrap_model(unet), ema_model, noise_scheduler, args, device)
             _log_grid(accelerator, output_dir, grid, global_step)
+        if step_callback is not None:
+            if accelerator.num_processes > 1:
+                raise ValueError("`step_callback` works in single-process runs only.")
+            if step_callback(global_step, accelerator.unwrap_model(unet), ema_model, noise_scheduler):
+                break
     progress.close()
     train_seconds = time.perf_counter() - loop_start
     images_seen = (global_step - first_step) * global_batch * args.gradient_accumulation_steps
@@ -462,7 +476,7 @@ def _evaluate_kid(unet, ema_model, scheduler, args) -> dict:
     network = load_classifier(args.dataset_name)
     real = reference_images(args.dataset_name, "test", unet.config.in_channels, args.resolution, args.cache_dir)
     n = min(args.eval_num_samples, len(real))
-    with _sampling_pipeline(unet, ema_model, scheduler, args) as pipe:
+    with sampling_pipeline(unet, ema_model, scheduler, args) as pipe:
         samples = generate_samples(pipe, n, seed=args.seed, num_inference_steps=args.num_inference_steps)
     kid = kernel_inception_distance(extract_features(network, real[:n]), extract_features(network, samples))
     return {"eval/kid_mean": kid["kid_mean"], "eval/kid_std": kid["kid_std"]}
