@@ -192,3 +192,11 @@ def test_a_chain_can_start_part_way():
             scheduler.set_timesteps(timesteps=bad)
     with pytest.raises(ValueError, match="either `num_inference_steps` or `timesteps`"):
         scheduler.set_timesteps(3, timesteps=[2, 1])
+
+
+def test_default_blur_width_depends_on_the_process_and_is_saved(tmp_path):
+    cold, blurring = GaussianBlurScheduler(), GaussianBlurScheduler(process="blurring_diffusion")
+    assert cold.config.sigma_max == 32.0 and float(cold.sigmas[-1]) == 32.0
+    assert blurring.config.sigma_max == 8.0 and float(blurring.sigmas[-1]) == 8.0
+    blurring.save_pretrained(tmp_path)
+    assert GaussianBlurScheduler.from_pretrained(tmp_path).config.sigma_max == 8.0

@@ -68,9 +68,10 @@ class GaussianBlurScheduler(SchedulerMixin, ConfigMixin):
         num_train_timesteps (`int`, defaults to 50): Number of degradation levels T.
         blur_schedule (`str`, defaults to `"linear"`): How sigma grows with t: `"linear"` or `"geometric"`.
         sigma_min (`float`, defaults to 0.0): Blur at t = 0 (0: D(x0, 0) = x0).
-        sigma_max (`float`, defaults to 32.0): Blur at t = T - 1, in pixels. Sampling from a flat start needs the
-            last level to be flat too: on a 32 x 32 image, 32 px leaves the lowest cosine mode at 0.7% (8 px: 73%,
-            and samples came out with frames and smears).
+        sigma_max (`float`, *optional*): Blur at t = T - 1, in pixels. Default: 32 for the cold process, whose flat
+            start needs the last level to be flat too (on a 32 x 32 image, 32 px leaves the lowest cosine mode at
+            0.7%; 8 px left 73%, and samples came out with frames and smears); 8 for blurring diffusion, which ends in
+            noise anyway and sampled noise at 32 px in 50 steps (benchmarks/blur_vs_noise.py).
         boundary (`str`, defaults to `"reflect"`): `"reflect"` (DCT) or `"circular"` (DFT).
         process (`str`, defaults to `"cold"`): `"cold"` or `"blurring_diffusion"`.
         sampler (`str`, defaults to `"improved"`): Cold Diffusion's Algorithm 1 (`"naive"`) or 2 (`"improved"`).
@@ -90,7 +91,7 @@ class GaussianBlurScheduler(SchedulerMixin, ConfigMixin):
         num_train_timesteps: int = 50,
         blur_schedule: str = "linear",
         sigma_min: float = 0.0,
-        sigma_max: float = 32.0,
+        sigma_max: Optional[float] = None,
         boundary: str = "reflect",
         process: str = "cold",
         sampler: str = "improved",
@@ -106,6 +107,11 @@ class GaussianBlurScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"`num_train_timesteps` must be a positive integer, got {num_train_timesteps!r}.")
         if blur_schedule not in BLUR_SCHEDULES:
             raise ValueError(f"`blur_schedule` must be one of {BLUR_SCHEDULES}, got {blur_schedule!r}.")
+        if process not in PROCESSES:
+            raise ValueError(f"`process` must be one of {PROCESSES}, got {process!r}.")
+        if sigma_max is None:
+            sigma_max = 32.0 if process == "cold" else 8.0
+            self.register_to_config(sigma_max=sigma_max)
         if sigma_min < 0 or sigma_max <= 0:
             raise ValueError(f"Blur widths must be >= 0, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}.")
         if sigma_max <= sigma_min:
@@ -114,8 +120,6 @@ class GaussianBlurScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError("A geometric blur schedule needs `sigma_min` > 0 (e.g. 0.5).")
         if boundary not in BOUNDARIES:
             raise ValueError(f"`boundary` must be one of {BOUNDARIES}, got {boundary!r}.")
-        if process not in PROCESSES:
-            raise ValueError(f"`process` must be one of {PROCESSES}, got {process!r}.")
         if sampler not in SAMPLERS:
             raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}.")
         if noise_std < 0 or initial_noise_std < 0:
