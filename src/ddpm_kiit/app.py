@@ -72,9 +72,10 @@ class PipelineCache:
         self._lock = threading.Lock()
 
     def _local_path(self, reference: str) -> Optional[Path]:
-        looks_local = reference.startswith(("/", ".", "~")) or os.path.sep in reference.rstrip(os.path.sep)[1:]
+        """The folder `reference` names, checked against the allowed folders; `None` for a Hub id (or a bare name).
+        An existing folder wins over a Hub id of the same spelling, as in `from_pretrained`."""
         path = Path(reference).expanduser()
-        if not (looks_local and not _HUB_ID.match(reference)) and not path.exists():
+        if not path.exists() and (_HUB_ID.match(reference) or os.path.sep not in reference):
             return None
         resolved = path.resolve()
         if not any(resolved == root or root in resolved.parents for root in self.allowed_dirs):
