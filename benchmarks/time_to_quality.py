@@ -76,16 +76,18 @@ class TrainingClock:
 
 
 class Checkpoints:
-    """Decides when to score: at every `every` minutes of training and once at the end of the budget."""
+    """Decides when to score: at every `every` minutes of training and once at the end (of the budget or of
+    `max_steps`, whichever comes first)."""
 
-    def __init__(self, budget_minutes: float, every_minutes: float, score, label: str):
+    def __init__(self, budget_minutes: float, every_minutes: float, score, label: str, max_steps: int):
         self.budget, self.every, self.score, self.label = budget_minutes * 60, every_minutes * 60, score, label
+        self.max_steps = max_steps
         self.next, self.points, self.clock = self.every, [], TrainingClock()
 
     def __call__(self, step: int, make_pipeline) -> bool:
         """Call after each optimizer step; returns True when the budget is spent."""
         seconds = self.clock.seconds
-        done = seconds >= self.budget
+        done = seconds >= self.budget or step >= self.max_steps
         if seconds >= self.next or done:
             self.clock.pause()
             with make_pipeline() as pipe:
@@ -119,7 +121,7 @@ def scorer(args):
 
 
 def run_ours(args) -> dict:
-    checkpoints = Checkpoints(args.minutes, args.eval_every, scorer(args), "ours")
+    checkpoints = Checkpoints(args.minutes, args.eval_every, scorer(args), "ours", args.ours_steps)
     with tempfile.TemporaryDirectory() as out:
         command = ["--output_dir", out, "--max_train_steps", str(args.ours_steps), "--logger", "none"]
         command += ["--num_sample_images", "16", "--checkpointing_steps", "1000000"]
@@ -177,7 +179,7 @@ def run_baseline(args) -> dict:
             unet.train()
             ema.restore(unet.parameters())
 
-    checkpoints = Checkpoints(args.minutes, args.baseline_eval_every, scorer(args), "baseline")
+    checkpoints = Checkpoints(args.minutes, args.baseline_eval_every, scorer(args), "baseline", 10**9)
     checkpoints.clock.start()
     step = 0
     unet.train()
