@@ -179,7 +179,7 @@ def run_baseline(args) -> dict:
             unet.train()
             ema.restore(unet.parameters())
 
-    checkpoints = Checkpoints(args.minutes, args.baseline_eval_every, scorer(args), "baseline", 10**9)
+    checkpoints = Checkpoints(args.minutes, args.baseline_eval_every, scorer(args), "baseline", args.baseline_steps)
     checkpoints.clock.start()
     step = 0
     unet.train()
@@ -250,7 +250,7 @@ def main(argv=None):
     parser.add_argument("--eval-every", type=float, default=3.0, help="Minutes of training between our scores.")
     parser.add_argument("--baseline-eval-every", type=float, default=7.5, help="The same for the (slower) baseline.")
     parser.add_argument("--ours-steps", type=int, default=DEFAULT_MAX_TRAIN_STEPS, help="The default run's steps.")
-    parser.add_argument("--baseline-steps", type=int, default=700, help="About what the baseline does in --minutes.")
+    parser.add_argument("--baseline-steps", type=int, default=800, help="About what the baseline does in --minutes.")
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--sampler-steps", type=int, default=50)
     parser.add_argument("--eval-dataset", default="mnist-full")
