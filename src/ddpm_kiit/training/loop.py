@@ -210,11 +210,14 @@ def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str
         "datasets": [args.dataset_name] if args.dataset_name else None,
     }
     pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)
+    for stale in output_dir.glob(".pipeline.*"):  # left by a run killed while exporting
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".pipeline.", dir=output_dir))
     try:
         pipe.save_pretrained(staging, safe_serialization=True, model_card_kwargs=card)
         grid.save(staging / "samples.png")
-        for entry in staging.iterdir():
+        # model_index.json goes last: loaders recognise a pipeline by it, so the folder is one only when complete.
+        for entry in sorted(staging.iterdir(), key=lambda entry: entry.name == "model_index.json"):
             target = output_dir / entry.name
             if target.is_dir():
                 shutil.rmtree(target)
