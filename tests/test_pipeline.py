@@ -147,3 +147,20 @@ def test_saved_folder_names_the_stable_library(tmp_path, small_pipe):
     assert index["_class_name"] == "KiitDDPMPipeline"
     assert index["unet"] == ["ddpm_kiit", "SimpleUNet2DModel"]
     assert index["scheduler"] == ["ddpm_kiit", "KiitDDPMScheduler"]
+
+
+def test_non_finite_samples_are_reported_with_step_and_timestep(small_pipe):
+    real_forward, calls = small_pipe.unet.forward, {"n": 0}
+
+    def overflowing(sample, timestep, *args, **kwargs):
+        calls["n"] += 1
+        output = real_forward(sample, timestep, *args, **kwargs)
+        if calls["n"] == 3:
+            output.sample[0, 0, 0, 0] = float("nan")  # (inf would be clipped away with x0)
+        return output
+
+    small_pipe.unet.forward = overflowing
+    small_pipe.scheduler.set_timesteps(10)
+    third = int(small_pipe.scheduler.timesteps[2])
+    with pytest.raises(FloatingPointError, match=rf"non-finite values at step 2 \(timestep {third}\)"):
+        small_pipe(num_inference_steps=10, generator=torch.manual_seed(0))

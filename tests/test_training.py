@@ -108,7 +108,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
 
     monkeypatch.setattr(training_loop, "training_target", poisoned)
     with pytest.raises(
-        NonFiniteLossError, match=r"loss became \[nan\] at step 4.*last good checkpoint is .*checkpoint-2"
+        NonFiniteLossError,
+        match=r"loss became \[nan\] at step 4 \(non-finite at timesteps \[\d+(, \d+)*\] on process 0\).*"
+        r"last good checkpoint is .*checkpoint-2",
     ):
         train(parse_args(tiny_args(tmp_path, "--max_train_steps", "10", "--checkpointing_steps", "2")))
     out = tmp_path / "out"
@@ -239,3 +241,17 @@ def test_blur_processes_train_with_the_same_loop(tmp_path, scheduler):
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=2, generator=torch.manual_seed(0), output_type="np").images
     assert images.shape == (2, 16, 16, 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 training needs a GPU (none on this machine)")
+def test_fp16_training_scales_the_loss_and_samples_are_not_black(tmp_path):
+    # Accelerate wraps fp16 runs in a GradScaler; Diffusers' example is known to produce black images when the
+    # gradients underflow or the weights overflow. Our grid must hold real pixel variation.
+    import numpy as np
+    from PIL import Image
+
+    flags = [a for a in tiny_args(tmp_path) if a != "no"]  # drops "--mixed_precision no"'s value
+    flags.remove("--mixed_precision")
+    out = train(parse_args([*flags, "--mixed_precision", "fp16", "--max_train_steps", "20"]))
+    grid = np.asarray(Image.open(out / "samples.png").convert("L"), dtype=float)
+    assert np.isfinite(grid).all() and grid.std() > 5

@@ -201,6 +201,12 @@ class KiitDDPMPipeline(DiffusionPipeline):
             model_output = self.unet(model_input, t).sample
             output = self.scheduler.step(model_output, t, latents, generator=generator)
             latents = output.prev_sample
+            if not torch.isfinite(latents).all():
+                raise FloatingPointError(
+                    f"Sampling produced non-finite values at step {i} (timestep {int(t)}) of "
+                    f"{type(self.scheduler).__name__}. Common causes: fp16 weights overflowing (try float32 or "
+                    f"bfloat16), or a scheduler whose config does not match the one the model was trained with."
+                )
 
             if callback_on_step_end is not None:
                 available = {

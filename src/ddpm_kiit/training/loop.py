@@ -388,8 +388,10 @@ def train(
             continue
         mean_loss = accelerator.gather(loss.detach()[None]).float()
         if not torch.isfinite(mean_loss).all():
+            bad = timesteps[~torch.isfinite(per_sample.detach())].tolist()
             raise NonFiniteLossError(
-                f"The loss became {mean_loss.tolist()} at step {global_step + 1}; training stopped without saving. "
+                f"The loss became {mean_loss.tolist()} at step {global_step + 1} (non-finite at timesteps {bad} on "
+                f"process {accelerator.process_index}); training stopped without saving. "
                 f"The last good checkpoint is {last_checkpoint or 'none (no checkpoint was written yet)'}. Lower "
                 "--learning_rate, keep --max_grad_norm on, or try --mixed_precision no."
             )
