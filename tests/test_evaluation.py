@@ -177,10 +177,21 @@ def test_evaluate_command_writes_report_and_reuses_cached_samples(tiny_mnist_pip
     def no_sampling(*args, **kwargs):
         raise AssertionError("the cached samples should have been used")
 
-    monkeypatch.setattr("ddpm_kiit.evaluation.evaluate.generate_samples", no_sampling)
+    from ddpm_kiit.evaluation import evaluate as evaluate_module
+
+    extracted = []
+    real_extract = evaluate_module.extract_features
+    monkeypatch.setattr(evaluate_module, "generate_samples", no_sampling)
+    monkeypatch.setattr(
+        evaluate_module,
+        "extract_features",
+        lambda net, images: extracted.append(len(images)) or real_extract(net, images),
+    )
     assert main(args + ["--out", str(tmp_path / "again.json")]) == 0
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["scores"]["fid"] == pytest.approx(report["scores"]["fid"], rel=1e-9)
+    assert again["floor"] == report["floor"]
+    assert extracted == [40], "the real side's features are reused within a process; only the samples are new"
 
 
 @needs_classifier

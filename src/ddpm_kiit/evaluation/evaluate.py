@@ -16,12 +16,18 @@ from .metrics import copy_fraction, frechet_distance, kernel_inception_distance,
 
 FEATURES = ("classifier", "inception")
 COPY_CHECK_TRAIN_IMAGES = 5000
+_REFERENCE_CACHE: Dict[tuple, tuple] = {}  # features of the real images of the last evaluation settings
+_NETWORKS: Dict[tuple, object] = {}
 
 
 def feature_network(features: str, dataset: str):
     if features not in FEATURES:
         raise ValueError(f"`features` must be one of {FEATURES}, got {features!r}.")
-    return load_classifier(dataset) if features == "classifier" else InceptionFeatures()
+    key = (features, dataset if features == "classifier" else None)
+    if key not in _NETWORKS:  # loading Inception takes seconds; keep the last network for the next evaluation
+        _NETWORKS.clear()
+        _NETWORKS[key] = load_classifier(dataset) if features == "classifier" else InceptionFeatures()
+    return _NETWORKS[key]
 
 
 @torch.no_grad()
@@ -142,10 +148,17 @@ def evaluate_pipeline(
     generator = torch.Generator().manual_seed(seed)
     real_index = torch.randperm(len(test), generator=generator)[:num_samples]
     train_index = torch.randperm(len(train), generator=generator)
-    real = extract_features(network, test[real_index])
+    key = (features, dataset, str(cache_dir), config.in_channels, config.sample_size, seed, num_samples)
+    if key not in _REFERENCE_CACHE:
+        # The real side is the same for every pipeline scored at these settings: with Inception on a CPU it is most
+        # of the work (the copy check alone reads up to 5,000 training images), so comparisons compute it once.
+        real = extract_features(network, test[real_index])
+        train_features = extract_features(network, train[train_index[:COPY_CHECK_TRAIN_IMAGES]])
+        floor = score(real, extract_features(network, train[train_index[:num_samples]]))
+        _REFERENCE_CACHE.clear()  # one entry: a few MB of features, not a growing store
+        _REFERENCE_CACHE[key] = (real, train_features, floor)
+    real, train_features, floor = _REFERENCE_CACHE[key]
     fake = extract_features(network, samples)
-    train_features = extract_features(network, train[train_index[:COPY_CHECK_TRAIN_IMAGES]])
-    floor = score(real, extract_features(network, train[train_index[:num_samples]]))
     return {
         "scores": score(real, fake, train_features),
         "floor": floor,
