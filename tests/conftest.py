@@ -20,6 +20,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def reset_accelerate():
+    """Accelerate keeps its state in process-wide singletons; a second training run in one process needs them reset."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Use with `pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")` in modules that train."""
+    yield
+    reset_accelerate()
+
+
 @pytest.fixture
 def small_unet():
     torch.manual_seed(0)

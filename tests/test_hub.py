@@ -6,10 +6,12 @@ import torch
 from diffusers import DiffusionPipeline
 from fake_hub import fake_hub_fixture, set_hub_offline  # noqa: F401
 from huggingface_hub import ModelCard
-from test_training import fresh_accelerate_state, tiny_args  # noqa: F401
+from test_training import tiny_args
 
 from ddpm_kiit import KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
 from ddpm_kiit.cli import main, train_main
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def _images(pipe):

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import reset_accelerate
 
 from ddpm_kiit import KiitDDPMPipeline, SimpleUNet2DModel
 from ddpm_kiit.training import parse_args, train
@@ -59,22 +60,13 @@ def _args(output_dir, cache, *extra):
     ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, cache):
     folder = train(parse_args(_args(tmp_path_factory.mktemp("straight") / "out", cache)))
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     return SimpleUNet2DModel.from_pretrained(folder, subfolder="unet").state_dict()
 
 
