@@ -231,7 +231,7 @@ def plot(result, path):
     for name, run in result["runs"].items():
         points = run["points"]
         axis.plot([p["minutes"] for p in points], [p["fid"] for p in points], marker="o", label=name)
-    floor = result["runs"]["ours"]["points"][-1]["floor_fid"]
+    floor = next(iter(result["runs"].values()))["points"][-1]["floor_fid"]
     axis.axhline(floor, color="grey", linestyle=":", label=f"real-vs-real floor ({floor:.1f})")
     axis.axhline(3 * floor, color="grey", linestyle="--", label="target: 3x floor")
     axis.set_yscale("log")
@@ -241,6 +241,11 @@ def plot(result, path):
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
+
+
+def replot(path):
+    """Draws the curve of a results file again (after an `--only` run, or a change of the figure)."""
+    plot(json.loads(Path(path).read_text()), Path(path).with_suffix(".png"))
 
 
 def main(argv=None):
@@ -255,7 +260,11 @@ def main(argv=None):
     parser.add_argument("--sampler-steps", type=int, default=50)
     parser.add_argument("--eval-dataset", default="mnist-full")
     parser.add_argument("--only", choices=("ours", "baseline"), default=None, help="Run one configuration.")
+    parser.add_argument("--replot", default=None, help="Only draw the PNG of this results JSON again.")
     args = parser.parse_args(argv)
+    if args.replot:
+        replot(args.replot)
+        return 0
     if args.quick:
         args.minutes, args.eval_every, args.baseline_eval_every = 0.03, 0.03, 0.03
         args.ours_steps, args.baseline_steps, args.num_samples, args.eval_dataset = 20, 20, 20, "mnist"
@@ -287,8 +296,7 @@ def main(argv=None):
     folder = Path(tempfile.mkdtemp()) if args.quick else ROOT / "benchmarks" / "results"
     out = folder / "time_to_quality.json"
     out.write_text(json.dumps(result, indent=2))
-    if len(runs) == 2:
-        plot(result, out.with_suffix(".png"))
+    plot(result, out.with_suffix(".png"))
     print(f"wrote {out}")
     return 0
 
