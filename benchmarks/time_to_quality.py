@@ -259,7 +259,12 @@ def main(argv=None):
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--sampler-steps", type=int, default=50)
     parser.add_argument("--eval-dataset", default="mnist-full")
-    parser.add_argument("--only", choices=("ours", "baseline"), default=None, help="Run one configuration.")
+    parser.add_argument(
+        "--only",
+        choices=("ours", "baseline"),
+        default=None,
+        help="Run one configuration; the other's run is kept from the results file when its settings match.",
+    )
     parser.add_argument("--replot", default=None, help="Only draw the PNG of this results JSON again.")
     args = parser.parse_args(argv)
     if args.replot:
@@ -276,6 +281,12 @@ def main(argv=None):
     if args.only in (None, "baseline"):
         runs["baseline"] = run_baseline(args)
     result = {"minutes": args.minutes, "num_samples": args.num_samples, "eval_dataset": args.eval_dataset}
+    folder = Path(tempfile.mkdtemp()) if args.quick else ROOT / "benchmarks" / "results"
+    out = folder / "time_to_quality.json"
+    if args.only and out.is_file():  # keep the other configuration's run from an earlier --only run, if comparable
+        earlier = json.loads(out.read_text())
+        if all(earlier[k] == result[k] for k in ("minutes", "num_samples", "eval_dataset")):
+            runs = {**{k: v for k, v in earlier["runs"].items() if k != args.only}, **runs}
     result["runs"] = runs
     if len(runs) == 2:
         ours, baseline = runs["ours"]["points"], runs["baseline"]["points"]
@@ -293,8 +304,6 @@ def main(argv=None):
         }
         print(json.dumps(result["targets"], indent=2))
     # A quick run writes its (meaningless) curve to a temporary folder, so that the writing is tested too.
-    folder = Path(tempfile.mkdtemp()) if args.quick else ROOT / "benchmarks" / "results"
-    out = folder / "time_to_quality.json"
     out.write_text(json.dumps(result, indent=2))
     plot(result, out.with_suffix(".png"))
     print(f"wrote {out}")
