@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils import make_image_grid
 
-from ddpm_kiit import KiitDDPMPipeline
 from ddpm_kiit.data import ImageTransform, dataset_to_tensor, load_image_dataset
 from ddpm_kiit.evaluation import evaluate_pipeline
 from ddpm_kiit.sampling import swap_scheduler
@@ -148,8 +147,6 @@ def _summary(checkpoints, batch) -> dict:
 
 
 def run_baseline(args) -> dict:
-    from contextlib import contextmanager
-
     from diffusers import DDPMScheduler, UNet2DModel
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
@@ -166,18 +163,11 @@ def run_baseline(args) -> dict:
     generator = torch.Generator().manual_seed(0)
     batch = 8 if args.quick else 64
 
-    @contextmanager
+    # The training loop's own EMA-swapping context; the baseline samples with its DDPMScheduler (swapped to DDIM).
+    no_swap = argparse.Namespace(sample_scheduler=None)
+
     def ema_pipeline():
-        ema.store(unet.parameters())
-        ema.copy_to(unet.parameters())
-        unet.eval()
-        try:
-            pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)  # the same sampling loop as DDPMPipeline
-            pipe.set_progress_bar_config(disable=True)
-            yield pipe
-        finally:
-            unet.train()
-            ema.restore(unet.parameters())
+        return sampling_pipeline(unet, ema, scheduler, no_swap)
 
     checkpoints = Checkpoints(args.minutes, args.baseline_eval_every, scorer(args), "baseline", args.baseline_steps)
     checkpoints.clock.start()

@@ -309,15 +309,14 @@ def reverse(
     generator = torch.Generator().manual_seed(seed)
     if isinstance(pipe.scheduler, GaussianBlurScheduler):
         scheduler = GaussianBlurScheduler.from_config(pipe.scheduler.config)
-        scheduler.set_timesteps(total)
+        scheduler.set_timesteps(timesteps=list(range(t, -1, -1)))  # every level from t down to 0
+        timesteps = scheduler.timesteps.tolist()
     else:
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         scheduler.set_timesteps(min(50, total))
-    timesteps = [int(s) for s in scheduler.timesteps if int(s) <= t] or [int(scheduler.timesteps[-1])]
+        timesteps = [int(s) for s in scheduler.timesteps if int(s) <= t] or [int(scheduler.timesteps[-1])]
     noise = torch.randn(clean.shape, generator=generator)
     sample = scheduler.add_noise(clean, noise, torch.tensor([timesteps[0]]))
-    if isinstance(scheduler, GaussianBlurScheduler):
-        scheduler.set_timesteps(timesteps=timesteps)  # the chain from t down to 0
     keep = set(np.linspace(0, len(timesteps) - 1, min(points, len(timesteps))).round().astype(int).tolist())
     tops, bottoms = [_to_image(sample)], [_to_image(clean)]
     for index, timestep in enumerate(timesteps):
@@ -442,9 +441,11 @@ def build_app(
             return gr.skip(), gr.skip()
         total = shown_errors(cache.get)(pipeline).scheduler.config.num_train_timesteps
         most_steps = min(limits.max_steps, total)
+        # Values are sent only when they must shrink: a value in the update would overwrite what the user typed
+        # while the pipeline was loading.
         return (
-            gr.Slider(maximum=most_steps, value=min(steps, most_steps)),
-            gr.Slider(maximum=total - 1, value=min(level, total - 1)),
+            gr.Slider(maximum=most_steps) if steps <= most_steps else gr.Slider(maximum=most_steps, value=most_steps),
+            gr.Slider(maximum=total - 1) if level <= total - 1 else gr.Slider(maximum=total - 1, value=total - 1),
         )
 
     with gr.Blocks(title="ddpm-kiit", delete_cache=(600, 3600)) as demo:

@@ -352,6 +352,8 @@ def train(
     unet.train()
     micro_step = global_step * args.gradient_accumulation_steps
     last_checkpoint = latest_checkpoint(output_dir)
+    if step_callback is not None and accelerator.num_processes > 1:
+        raise ValueError("`step_callback` works in single-process runs only.")
     first_step, loop_start = global_step, time.perf_counter()
     while global_step < max_train_steps:
         indices = _batch_indices(len(images), global_batch, micro_step, args.seed)
@@ -418,8 +420,6 @@ def train(
             grid = sample_grid(accelerator.unwrap_model(unet), ema_model, noise_scheduler, args, device)
             _log_grid(accelerator, output_dir, grid, global_step)
         if step_callback is not None:
-            if accelerator.num_processes > 1:
-                raise ValueError("`step_callback` works in single-process runs only.")
             if step_callback(global_step, accelerator.unwrap_model(unet), ema_model, noise_scheduler):
                 break
     progress.close()
