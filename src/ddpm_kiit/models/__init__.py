@@ -1,5 +1,12 @@
-from .attention import CBAM, SelfAttentionBlock
+from .attention import CBAM, SelfAttentionBlock, SkipAttentionGate
 from .embeddings import SinusoidalTimestepEmbedding
-from .unet_simple import SimpleUNet2DModel
+from .unet_simple import IMPROVED_CONFIG, SimpleUNet2DModel
 
-__all__ = ["CBAM", "SelfAttentionBlock", "SimpleUNet2DModel", "SinusoidalTimestepEmbedding"]
+__all__ = [
+    "CBAM",
+    "IMPROVED_CONFIG",
+    "SelfAttentionBlock",
+    "SimpleUNet2DModel",
+    "SinusoidalTimestepEmbedding",
+    "SkipAttentionGate",
+]

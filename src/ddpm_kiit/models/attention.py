@@ -1,4 +1,6 @@
-"""Attention layers of the SimpleUNet family: multi-head self-attention and CBAM."""
+"""Attention layers of the SimpleUNet family: multi-head self-attention, CBAM and skip-connection attention gates."""
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,7 @@ class SelfAttentionBlock(nn.Module):
     takes any number of heads.
     """
 
-    def __init__(self, channels: int, num_heads: int = 1, ff_mult: int = 4):
+    def __init__(self, channels: int, num_heads: int = 1, ff_mult: int = 4, zero_init: bool = False):
         super().__init__()
         if num_heads < 1 or channels % num_heads:
             raise ValueError(
@@ -29,6 +31,12 @@ class SelfAttentionBlock(nn.Module):
         self.ff = nn.Sequential(
             nn.Linear(channels, ff_mult * channels), nn.GELU(), nn.Linear(ff_mult * channels, channels)
         )
+        if zero_init:
+            # Both residual branches start at zero, so a block added to a network leaves its output unchanged at
+            # initialisation (as Diffusers' attention blocks and improved DDPM's `zero_module` do).
+            for layer in (self.to_out, self.ff[-1]):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = hidden_states.shape
@@ -44,14 +52,14 @@ class SelfAttentionBlock(nn.Module):
 
 
 class CBAM(nn.Module):
-    """Convolutional Block Attention Module (Woo et al. 2018) in the talk's form.
+    """Convolutional Block Attention Module (Woo et al. 2018).
 
-    Channel gate: sigmoid(MLP(avgpool(x))), the MLP being two 1x1 convolutions with a `reduction` bottleneck.
-    Spatial gate: sigmoid(conv7x7([mean_c(x), max_c(x)])). The talk pools only by average in the channel gate;
-    Woo et al. also add the max-pooled branch.
+    Channel gate: sigmoid(MLP(avgpool(x))), the MLP being two 1x1 convolutions with a `reduction` bottleneck; with
+    `max_pool=True` it is sigmoid(MLP(avgpool(x)) + MLP(maxpool(x))), Woo et al.'s eq. 2 (the talk pooled only by
+    average). Spatial gate: sigmoid(conv7x7([mean_c(x), max_c(x)])), eq. 3.
     """
 
-    def __init__(self, channels: int, reduction: int = 16):
+    def __init__(self, channels: int, reduction: int = 16, max_pool: bool = False):
         super().__init__()
         if reduction < 1 or channels // reduction < 1:
             raise ValueError(
@@ -59,15 +67,46 @@ class CBAM(nn.Module):
                 f"use a value between 1 and {channels}."
             )
         hidden = channels // reduction
+        self.max_pool = max_pool
         self.channel_fc1 = nn.Conv2d(channels, hidden, 1)
         self.channel_fc2 = nn.Conv2d(hidden, channels, 1)
         self.spatial_conv = nn.Conv2d(2, 1, 7, padding=3)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         pooled = hidden_states.mean(dim=(2, 3), keepdim=True)
-        channel_gate = torch.sigmoid(self.channel_fc2(F.relu(self.channel_fc1(pooled))))
+        channel_logits = self.channel_fc2(F.relu(self.channel_fc1(pooled)))
+        if self.max_pool:
+            pooled_max = hidden_states.amax(dim=(2, 3), keepdim=True)
+            channel_logits = channel_logits + self.channel_fc2(F.relu(self.channel_fc1(pooled_max)))
+        channel_gate = torch.sigmoid(channel_logits)
         hidden_states = hidden_states * channel_gate
         descriptor = torch.cat(
             [hidden_states.mean(dim=1, keepdim=True), hidden_states.amax(dim=1, keepdim=True)], dim=1
         )
         return hidden_states * torch.sigmoid(self.spatial_conv(descriptor))
+
+
+class SkipAttentionGate(nn.Module):
+    """Additive attention gate on a U-Net skip connection (Oktay et al. 2018, "Attention U-Net", eq. 1-2).
+
+    q = relu(W_x x + W_g g [+ W_t t]); gate = 2 * sigmoid(psi(q)); the skip x is multiplied by the gate, one value per
+    pixel. `g` is the decoder's features at the skip's resolution; with `temb_channels` the gate also sees the time
+    embedding `t`, since how much a skip should pass depends on the noise level (new here, not in Oktay et al.).
+    `psi` starts at zero, so the gate starts fully open (2 * sigmoid(0) = 1) and the U-Net starts as if ungated.
+    """
+
+    def __init__(self, skip_channels: int, gating_channels: int, temb_channels: Optional[int] = None):
+        super().__init__()
+        inter_channels = max(1, skip_channels // 2)
+        self.skip_proj = nn.Conv2d(skip_channels, inter_channels, 1, bias=False)
+        self.gating_proj = nn.Conv2d(gating_channels, inter_channels, 1)
+        self.time_proj = nn.Linear(temb_channels, inter_channels) if temb_channels else None
+        self.psi = nn.Conv2d(inter_channels, 1, 1)
+        nn.init.zeros_(self.psi.weight)
+        nn.init.zeros_(self.psi.bias)
+
+    def forward(self, skip: torch.Tensor, gating: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        query = self.skip_proj(skip) + self.gating_proj(gating)
+        if self.time_proj is not None:
+            query = query + self.time_proj(temb)[:, :, None, None]
+        return skip * (2 * torch.sigmoid(self.psi(F.relu(query))))

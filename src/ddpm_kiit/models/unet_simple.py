@@ -8,7 +8,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 from torch import nn
 
-from .attention import CBAM, SelfAttentionBlock
+from .attention import CBAM, SelfAttentionBlock, SkipAttentionGate
 from .embeddings import SinusoidalTimestepEmbedding
 
 NORM_TYPES = ("batch", "group")
@@ -16,10 +16,27 @@ ACT_FNS = {"relu": nn.ReLU, "silu": nn.SiLU}
 TIME_EMBEDDING_NORMS = ("relu", "default", "scale_shift")
 ATTENTION_TYPES = (None, "self_attention", "cbam")
 ATTENTION_PLACEMENTS = ("bottleneck",)
+BLOCK_TYPES = ("simple", "residual")
+CBAM_PLACEMENTS = (None, "main_path", "residual_branch")
+SKIP_GATES = (None, "decoder", "decoder_time")
 SEED_VARIANTS = {
     "simple": {"attention_type": None},
     "self_attention": {"attention_type": "self_attention"},
     "cbam": {"attention_type": "cbam"},
+}
+# The improved default of issue 8: GroupNorm residual blocks with a scale-and-shift time embedding, SiLU, the
+# full-resolution skip the talk drops, and the placement the study found best (README, "Where attention belongs").
+IMPROVED_CONFIG = {
+    "block_out_channels": (32, 64, 128, 128),
+    "time_embedding_dim": 64,
+    "block_type": "residual",
+    "norm_type": "group",
+    "norm_num_groups": 8,
+    "act_fn": "silu",
+    "time_embedding_norm": "scale_shift",
+    "skip_conv_in": True,
+    "attention_resolutions": (16, 8),
+    "num_attention_heads": 4,
 }
 
 
@@ -30,12 +47,21 @@ def _make_norm(norm_type: str, channels: int, num_groups: int) -> nn.Module:
 
 
 class SimpleUNetBlock(nn.Module):
-    """One down or up stage: two 3x3 convolutions, the time embedding, optional CBAM, then a stride-2 resample.
+    """One down or up stage: two 3x3 convolutions, the time embedding, optional CBAM and self-attention, then a
+    stride-2 resample (or none, for the full-resolution output block).
 
-    With `norm_type="batch"` the order is the talk's (conv, activation, BatchNorm); with `"group"` it is the usual
-    conv, GroupNorm, activation. `time_embedding_norm` says how the time embedding enters after the first conv:
-    `"relu"` adds relu(Linear(t)) as the talk did (a bias that can only be non-negative), `"default"` adds Linear(t),
-    `"scale_shift"` applies h * (1 + scale) + shift.
+    `block_type="simple"` is the talk's block: with `norm_type="batch"` each stage is conv, activation, BatchNorm
+    (the talk's order), with `"group"` conv, GroupNorm, activation; the time embedding enters after the first stage.
+    `block_type="residual"` is a pre-activation residual block like Diffusers' `ResnetBlock2D`: norm, activation,
+    conv, time embedding, norm, activation, conv, plus a (1x1 if needed) shortcut of the input.
+
+    `time_embedding_norm` says how the time embedding enters: `"relu"` adds relu(Linear(t)) as the talk did (a bias
+    that can only be non-negative), `"default"` adds Linear(t), `"scale_shift"` applies h * (1 + scale) + shift
+    (after the second norm in a residual block, as in Diffusers and improved DDPM).
+
+    `cbam_placement="main_path"` gates the block's output (the talk); `"residual_branch"` gates only the residual
+    branch and adds it back (Woo et al. 2018, fig. 3): in a residual block out = shortcut(x) + CBAM(f(x)), in a simple
+    block the second stage becomes that branch, h = h1 + CBAM(stage2(h1)).
     """
 
     def __init__(
@@ -48,22 +74,40 @@ class SimpleUNetBlock(nn.Module):
         norm_num_groups: int,
         act_fn: str,
         time_embedding_norm: str,
-        use_cbam: bool,
-        cbam_reduction: int,
+        use_cbam: bool = False,
+        cbam_reduction: int = 16,
+        block_type: str = "simple",
+        cbam_placement: Optional[str] = "main_path",
+        cbam_max_pool: bool = False,
+        num_attention_heads: Optional[int] = None,
+        resample: bool = True,
     ):
         super().__init__()
         self.norm_type = norm_type
+        self.block_type = block_type
         self.time_embedding_norm = time_embedding_norm
+        self.cbam_placement = cbam_placement
+        conv_in_channels = 2 * in_channels if up else in_channels  # up blocks also see the matching skip
         time_channels = 2 * out_channels if time_embedding_norm == "scale_shift" else out_channels
         self.time_proj = nn.Linear(temb_channels, time_channels)
-        # Up blocks see their input concatenated with the matching skip connection.
-        self.conv1 = nn.Conv2d(2 * in_channels if up else in_channels, out_channels, 3, padding=1)
-        self.norm1 = _make_norm(norm_type, out_channels, norm_num_groups)
+        self.conv1 = nn.Conv2d(conv_in_channels, out_channels, 3, padding=1)
+        if block_type == "residual":
+            self.norm1 = _make_norm(norm_type, conv_in_channels, norm_num_groups)
+            self.shortcut = (
+                nn.Conv2d(conv_in_channels, out_channels, 1) if conv_in_channels != out_channels else nn.Identity()
+            )
+        else:
+            self.norm1 = _make_norm(norm_type, out_channels, norm_num_groups)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.norm2 = _make_norm(norm_type, out_channels, norm_num_groups)
         self.act = ACT_FNS[act_fn]()
-        self.cbam = CBAM(out_channels, cbam_reduction) if use_cbam else None
-        if up:
+        self.cbam = CBAM(out_channels, cbam_reduction, max_pool=cbam_max_pool) if use_cbam else None
+        self.attention = (
+            SelfAttentionBlock(out_channels, num_attention_heads, zero_init=True) if num_attention_heads else None
+        )
+        if not resample:
+            self.transform = nn.Identity()
+        elif up:
             self.transform = nn.ConvTranspose2d(out_channels, out_channels, 4, 2, 1)
         else:
             self.transform = nn.Conv2d(out_channels, out_channels, 4, 2, 1)
@@ -73,19 +117,43 @@ class SimpleUNetBlock(nn.Module):
             return norm(self.act(conv(hidden_states)))
         return self.act(norm(conv(hidden_states)))
 
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        hidden_states = self._conv_norm_act(self.conv1, self.norm1, hidden_states)
+    def _add_time(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         time_features = self.time_proj(temb)[:, :, None, None]
         if self.time_embedding_norm == "relu":
-            hidden_states = hidden_states + torch.relu(time_features)
-        elif self.time_embedding_norm == "default":
-            hidden_states = hidden_states + time_features
+            return hidden_states + torch.relu(time_features)
+        if self.time_embedding_norm == "default":
+            return hidden_states + time_features
+        scale, shift = time_features.chunk(2, dim=1)
+        return hidden_states * (1 + scale) + shift
+
+    def _simple(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        hidden_states = self._add_time(self._conv_norm_act(self.conv1, self.norm1, hidden_states), temb)
+        branch = self._conv_norm_act(self.conv2, self.norm2, hidden_states)
+        if self.cbam is None:
+            return branch
+        if self.cbam_placement == "residual_branch":
+            return hidden_states + self.cbam(branch)
+        return self.cbam(branch)
+
+    def _residual(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        branch = self.conv1(self.act(self.norm1(hidden_states)))
+        if self.time_embedding_norm == "scale_shift":
+            branch = self._add_time(self.norm2(branch), temb)
         else:
-            scale, shift = time_features.chunk(2, dim=1)
-            hidden_states = hidden_states * (1 + scale) + shift
-        hidden_states = self._conv_norm_act(self.conv2, self.norm2, hidden_states)
-        if self.cbam is not None:
-            hidden_states = self.cbam(hidden_states)
+            branch = self.norm2(self._add_time(branch, temb))
+        branch = self.conv2(self.act(branch))
+        if self.cbam is not None and self.cbam_placement == "residual_branch":
+            return self.shortcut(hidden_states) + self.cbam(branch)
+        output = self.shortcut(hidden_states) + branch
+        return self.cbam(output) if self.cbam is not None else output
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        if self.block_type == "residual":
+            hidden_states = self._residual(hidden_states, temb)
+        else:
+            hidden_states = self._simple(hidden_states, temb)
+        if self.attention is not None:
+            hidden_states = self.attention(hidden_states)
         return self.transform(hidden_states)
 
 
@@ -117,8 +185,25 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
             `None`, `"self_attention"` (a transformer block at `attention_placement`) or `"cbam"` (the talk's CBAM
             model: CBAM gating the main path of every block, plus the self-attention block).
         attention_placement (`str`, *optional*, defaults to `"bottleneck"`): Where self-attention sits.
-        num_attention_heads (`int`, *optional*, defaults to 1): Heads of the self-attention block.
+        num_attention_heads (`int`, *optional*, defaults to 1): Heads of every self-attention block.
         cbam_reduction (`int`, *optional*, defaults to 16): Channel reduction of CBAM's channel gate.
+        block_type (`str`, *optional*, defaults to `"simple"`):
+            `"simple"` (the talk's two conv stages) or `"residual"` (pre-activation residual blocks).
+        attention_resolutions (`Tuple[int]`, *optional*, defaults to `()`):
+            Feature-map sizes (in pixels) at which down and up blocks end with a multi-head self-attention block
+            (zero-initialised output, so it starts as the identity), e.g. `(16, 8)` as in DDPM. Independent of
+            `attention_type`'s bottleneck block.
+        cbam_placement (`str`, *optional*):
+            Where CBAM sits: `None` (the talk: on the main path of every block when `attention_type="cbam"`, nowhere
+            otherwise), `"main_path"` or `"residual_branch"` (Woo et al.'s placement, with their max-pooled channel
+            branch). With a placement, CBAM is used whatever `attention_type` says.
+        cbam_resolutions (`Tuple[int]`, *optional*):
+            Feature-map sizes of the blocks that get CBAM; `None` means every block.
+        skip_attention_gates (`str`, *optional*):
+            `None`, `"decoder"` (Oktay et al.'s attention gate on each skip connection, gated by the decoder's
+            features) or `"decoder_time"` (gated by the decoder's features and the time embedding).
+        skip_conv_in (`bool`, *optional*, defaults to `False`):
+            Skip the full-resolution features of `conv_in` into one more block before `conv_out` (the talk drops them).
     """
 
     _supports_gradient_checkpointing = False
@@ -139,6 +224,12 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
         attention_placement: str = "bottleneck",
         num_attention_heads: int = 1,
         cbam_reduction: int = 16,
+        block_type: str = "simple",
+        attention_resolutions: Tuple[int, ...] = (),
+        cbam_placement: Optional[str] = None,
+        cbam_resolutions: Optional[Tuple[int, ...]] = None,
+        skip_attention_gates: Optional[str] = None,
+        skip_conv_in: bool = False,
     ):
         super().__init__()
         self._check_config()
@@ -146,25 +237,55 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
         self.time_embedding = SinusoidalTimestepEmbedding(time_embedding_dim, ACT_FNS[act_fn]())
         self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], 3, padding=1)
 
-        block_kwargs = {
-            "temb_channels": time_embedding_dim,
-            "norm_type": norm_type,
-            "norm_num_groups": norm_num_groups,
-            "act_fn": act_fn,
-            "time_embedding_norm": time_embedding_norm,
-            "use_cbam": attention_type == "cbam",
-            "cbam_reduction": cbam_reduction,
-        }
+        if cbam_placement is None and attention_type == "cbam":
+            cbam_placement, cbam_max_pool = "main_path", False  # the talk's CBAM: average pooling only
+        else:
+            cbam_max_pool = cbam_placement == "residual_branch"  # Woo et al.'s CBAM, with the max-pooled branch
+        attention_resolutions = set(attention_resolutions or ())
+
+        def block(in_ch: int, out_ch: int, up: bool, resolution: int, resample: bool = True) -> SimpleUNetBlock:
+            use_cbam = cbam_placement is not None and (cbam_resolutions is None or resolution in cbam_resolutions)
+            return SimpleUNetBlock(
+                in_ch,
+                out_ch,
+                temb_channels=time_embedding_dim,
+                up=up,
+                norm_type=norm_type,
+                norm_num_groups=norm_num_groups,
+                act_fn=act_fn,
+                time_embedding_norm=time_embedding_norm,
+                use_cbam=use_cbam,
+                cbam_reduction=cbam_reduction,
+                block_type=block_type,
+                cbam_placement=cbam_placement,
+                cbam_max_pool=cbam_max_pool,
+                num_attention_heads=num_attention_heads if resolution in attention_resolutions else None,
+                resample=resample,
+            )
+
+        # Block i of the down path convolves at sample_size / 2**i; up block i at the bottleneck size * 2**i.
         down = block_out_channels
         up = block_out_channels[::-1]
+        num_stages = len(down) - 1
         self.down_blocks = nn.ModuleList(
-            [SimpleUNetBlock(down[i], down[i + 1], up=False, **block_kwargs) for i in range(len(down) - 1)]
+            [block(down[i], down[i + 1], False, sample_size // 2**i) for i in range(num_stages)]
         )
         self.mid_attention = (
             SelfAttentionBlock(block_out_channels[-1], num_attention_heads) if attention_type is not None else None
         )
         self.up_blocks = nn.ModuleList(
-            [SimpleUNetBlock(up[i], up[i + 1], up=True, **block_kwargs) for i in range(len(up) - 1)]
+            [block(up[i], up[i + 1], True, sample_size // 2 ** (num_stages - i)) for i in range(num_stages)]
+        )
+        # Up block i receives the skip of down block num_stages - 1 - i, which has up[i] channels.
+        self.skip_gates = None
+        if skip_attention_gates is not None:
+            temb_channels = time_embedding_dim if skip_attention_gates == "decoder_time" else None
+            gates = [SkipAttentionGate(up[i], up[i], temb_channels) for i in range(num_stages)]
+            self.skip_gates = nn.ModuleList(gates)
+        self.out_block = (
+            block(block_out_channels[0], block_out_channels[0], True, sample_size, resample=False)
+            if skip_conv_in
+            else None
         )
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, 1)
 
@@ -180,6 +301,13 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
             )
         if config.attention_type not in ATTENTION_TYPES:
             raise ValueError(f"`attention_type` must be one of {ATTENTION_TYPES}, got {config.attention_type!r}.")
+        for name, choices in (
+            ("block_type", BLOCK_TYPES),
+            ("cbam_placement", CBAM_PLACEMENTS),
+            ("skip_attention_gates", SKIP_GATES),
+        ):
+            if getattr(config, name) not in choices:
+                raise ValueError(f"`{name}` must be one of {choices}, got {getattr(config, name)!r}.")
         if config.attention_placement not in ATTENTION_PLACEMENTS:
             raise ValueError(
                 f"`attention_placement` must be one of {ATTENTION_PLACEMENTS}, got {config.attention_placement!r}."
@@ -204,6 +332,16 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
         down_factor = 2 ** (len(channels) - 1)
         if config.sample_size % down_factor:
             raise ValueError(self._size_message("`sample_size`", config.sample_size, down_factor))
+        resolutions = [config.sample_size // 2**i for i in range(len(channels) - 1)]
+        for name in ("attention_resolutions", "cbam_resolutions"):
+            values = getattr(config, name)
+            if values is None:
+                continue
+            if not isinstance(values, (list, tuple)) or any(v not in resolutions for v in values):
+                raise ValueError(
+                    f"`{name}` must list feature-map sizes the blocks of this model run at, {resolutions} for "
+                    f"`sample_size`={config.sample_size} and {len(channels) - 1} down blocks; got {values!r}."
+                )
 
     @property
     def downsample_factor(self) -> int:
@@ -273,16 +411,22 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
         temb = self.time_embedding(timesteps.expand(batch))
 
         hidden_states = self.conv_in(sample)
+        full_resolution = hidden_states
         skips = []
         for block in self.down_blocks:
             hidden_states = block(hidden_states, temb)
             skips.append(hidden_states)
         if self.mid_attention is not None:
             hidden_states = self.mid_attention(hidden_states)
-        # As in the talk, the first up block receives the bottleneck twice (its own output is the last skip) and
-        # the full-resolution features of `conv_in` are never skipped.
-        for block in self.up_blocks:
-            hidden_states = block(torch.cat([hidden_states, skips.pop()], dim=1), temb)
+        # As in the talk, the first up block receives the bottleneck twice (its own output is the last skip), and
+        # unless `skip_conv_in` is set, the full-resolution features of `conv_in` are never skipped.
+        for index, block in enumerate(self.up_blocks):
+            skip = skips.pop()
+            if self.skip_gates is not None:
+                skip = self.skip_gates[index](skip, hidden_states, temb)
+            hidden_states = block(torch.cat([hidden_states, skip], dim=1), temb)
+        if self.out_block is not None:
+            hidden_states = self.out_block(torch.cat([hidden_states, full_resolution], dim=1), temb)
         output = self.conv_out(hidden_states)
 
         if not return_dict:
