@@ -17,10 +17,24 @@ SCHEDULE_FLAW = (
 def _describe_unet(unet) -> str:
     config = unet.config
     parts = [f"{config.norm_type} norm", f"widths {tuple(config.block_out_channels)}"]
+    if config.get("block_type", "simple") == "residual":
+        parts.insert(0, "residual blocks")
     if config.attention_type == "self_attention":
         parts.append(f"self-attention at the {config.attention_placement}")
     elif config.attention_type == "cbam":
         parts.append(f"CBAM in every block and self-attention at the {config.attention_placement}")
+    if config.get("attention_resolutions"):
+        sizes = ", ".join(f"{r}x{r}" for r in config.attention_resolutions)
+        parts.append(f"{config.num_attention_heads}-head self-attention at {sizes}")
+    if config.get("cbam_placement"):
+        where = config.cbam_placement.replace("_", " ")
+        sizes = config.get("cbam_resolutions")
+        parts.append(f"CBAM on the {where}" + (f" at {sizes}" if sizes else " of every block"))
+    if config.get("skip_attention_gates"):
+        with_time = config.skip_attention_gates == "decoder_time"
+        parts.append("attention gates on the skips, gated by the decoder" + (" and the time" if with_time else ""))
+    if config.get("skip_conv_in"):
+        parts.append("full-resolution skip")
     return ", ".join(parts)
 
 

@@ -1,6 +1,6 @@
 """Sample-quality metrics and the feature networks they use."""
 
-from .evaluate import evaluate_pipeline, format_report, real_floor
+from .evaluate import evaluate_pipeline, format_report, real_floor, score_samples
 from .features import DigitClassifier, InceptionFeatures, load_classifier
 from .metrics import copy_fraction, frechet_distance, kernel_inception_distance, precision_recall
 
@@ -15,4 +15,5 @@ __all__ = [
     "load_classifier",
     "precision_recall",
     "real_floor",
+    "score_samples",
 ]

@@ -115,13 +115,12 @@ def evaluate_pipeline(
             f"The {dataset} classifier takes 1-channel 32x32 images; this pipeline makes {config.in_channels}-channel "
             f"{config.sample_size}x{config.sample_size} ones. Use --features inception."
         )
-    try:
+    try:  # every check before the sampling, which is most of the time
         test = reference_images(dataset, "test", config.in_channels, config.sample_size, cache_dir)
     except ValueError as error:
         raise ValueError(f"{error} Evaluation needs a held-out split of {dataset!r} to compare against.") from error
     _check_n(num_samples, len(test), dataset)
-    network = feature_network(features, dataset)
-    train = reference_images(dataset, "train", config.in_channels, config.sample_size, cache_dir)
+    feature_network(features, dataset)
 
     cache_file = None
     if samples_cache is not None:
@@ -144,11 +143,32 @@ def evaluate_pipeline(
             save_file({"samples": samples_uint8}, str(partial))
             os.replace(partial, cache_file)
     sampling_seconds = time.perf_counter() - start
+    report = score_samples(samples, dataset, features, seed, cache_dir)
+    report.update(
+        scheduler=type(pipe.scheduler).__name__,
+        num_inference_steps=num_inference_steps,
+        pipeline_hash=pipeline_hash(pipe),
+        sampling_seconds=round(sampling_seconds, 1),
+        seconds=round(time.perf_counter() - start, 1),
+    )
+    return report
 
+
+def score_samples(
+    samples: torch.Tensor, dataset: str = "mnist", features: str = "classifier", seed: int = 0, cache_dir=None
+) -> Dict:
+    """Scores `(n, C, H, W)` samples in [-1, 1] against n held-out images of `dataset`, beside the real-vs-real floor
+    at the same n (n training images against the same held-out ones). Samples made elsewhere (another machine, a
+    saved file) are scored exactly as `evaluate_pipeline` scores its own."""
+    num_samples, channels, size = samples.shape[0], samples.shape[1], samples.shape[-1]
+    test = reference_images(dataset, "test", channels, size, cache_dir)
+    _check_n(num_samples, len(test), dataset)
+    network = feature_network(features, dataset)
+    train = reference_images(dataset, "train", channels, size, cache_dir)
     generator = torch.Generator().manual_seed(seed)
     real_index = torch.randperm(len(test), generator=generator)[:num_samples]
     train_index = torch.randperm(len(train), generator=generator)
-    key = (features, dataset, str(cache_dir), config.in_channels, config.sample_size, seed, num_samples)
+    key = (features, dataset, str(cache_dir), channels, size, seed, num_samples)
     if key not in _REFERENCE_CACHE:
         # The real side is the same for every pipeline scored at these settings: with Inception on a CPU it is most
         # of the work (the copy check alone reads up to 5,000 training images), so comparisons compute it once.
@@ -165,12 +185,7 @@ def evaluate_pipeline(
         "num_samples": num_samples,
         "dataset": dataset,
         "features": features,
-        "scheduler": type(pipe.scheduler).__name__,
-        "num_inference_steps": num_inference_steps,
         "seed": seed,
-        "pipeline_hash": pipeline_hash(pipe),
-        "sampling_seconds": round(sampling_seconds, 1),
-        "seconds": round(time.perf_counter() - start, 1),
     }
 
 
