@@ -368,10 +368,16 @@ def build_app(
     limits: AppLimits = AppLimits(),
     allow_hub: bool = True,
 ):
-    """The `gradio.Blocks` app. `pipeline` fills the pipeline box; local pipelines must lie in `allowed_dirs`."""
+    """The `gradio.Blocks` app. `pipeline` fills the pipeline box (default: the first shipped pipeline); local
+    pipelines must lie in `allowed_dirs` or be shipped with the package."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
+    from .pretrained import shipped_pipelines
+
+    shipped = {name: str(path) for name, path in shipped_pipelines().items()}
+    pipeline = pipeline or next(iter(shipped.values()), None)
+    allowed_dirs = [*allowed_dirs, *(Path(path).parent for path in shipped.values())]
     cache = PipelineCache(allowed_dirs, limits, allow_hub)
     downloads = Path(tempfile.mkdtemp(prefix="ddpm-kiit-app-"))
 
@@ -456,6 +462,13 @@ def build_app(
         pipeline_box = gr.Textbox(
             value=pipeline or "", label="Pipeline", placeholder="a saved pipeline folder, or a Hub id: user/name"
         )
+        if shipped:
+            gr.Examples(
+                [[path] for path in shipped.values()],
+                inputs=pipeline_box,
+                label="Shipped with ddpm-kiit",
+                example_labels=list(shipped),
+            )
         with gr.Tab("Generate"):
             with gr.Row():
                 scheduler = gr.Dropdown(SCHEDULER_CHOICES, value="default", label="Scheduler", elem_id="scheduler")

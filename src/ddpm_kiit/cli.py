@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("train", help="Train a pipeline (same flags as examples/train.py; see `ddpm-kiit train -h`).")
 
     generate = commands.add_parser("generate", help="Sample images from a saved pipeline into one grid image.")
-    generate.add_argument("pipeline", help="Pipeline folder or Hub id.")
+    generate.add_argument(
+        "pipeline", nargs="?", default=None, help="Pipeline folder or Hub id (default: the shipped MNIST pipeline)."
+    )
     generate.add_argument("--num-images", type=_positive_int, default=16)
     generate.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="kiit")
     generate.add_argument("--steps", type=_positive_int, default=None, help="Sampling steps (default: all).")
@@ -58,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--num-heads", type=_positive_int, default=1)
     convert.add_argument("--overwrite", action="store_true")
     app = commands.add_parser("app", help="Serve the Gradio app: generate, compare schedulers, learn the processes.")
-    app.add_argument("--pipeline", default=None, help="Pipeline folder or Hub id shown when the page opens.")
+    app.add_argument(
+        "--pipeline",
+        default=None,
+        help="Pipeline folder or Hub id shown when the page opens (default: the shipped MNIST pipeline).",
+    )
     app.add_argument("--host", default="127.0.0.1", help="Interface to bind (0.0.0.0 serves your whole network).")
     app.add_argument("--port", type=_positive_int, default=7860)
     app.add_argument(
@@ -174,6 +180,10 @@ def _generate(args) -> str:
     for path in filter(None, (args.out, args.strip)):
         if not args.overwrite and os.path.exists(path):
             raise ValueError(f"{path!r} already exists; choose another path or pass --overwrite.")
+    if args.pipeline is None:
+        from .pretrained import shipped_pipeline
+
+        args.pipeline = str(shipped_pipeline())
     pipe = swap_scheduler(load_pipeline(args.pipeline, args.device), args.scheduler)
     steps = args.steps or pipe.scheduler.config.num_train_timesteps
     recorder = DenoisingRecorder.evenly(steps) if args.strip else None
