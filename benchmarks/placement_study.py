@@ -429,8 +429,8 @@ def main(argv=None):
     print(report(args, results))
     if args.quick:
         shutil.rmtree(temp, ignore_errors=True)
-    return results
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
         "schedule_flaw.py",
         "blur_vs_noise.py",
         "time_to_quality.py",
+        "placement_study.py",
+        "inference_speed.py",
     ],
 )
 def test_benchmark_runs_in_quick_mode(script, monkeypatch, capsys):
