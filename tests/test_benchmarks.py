@@ -25,6 +25,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
         "time_to_quality.py",
         "placement_study.py",
         "inference_speed.py",
+        "steps_vs_quality.py",
     ],
 )
 def test_benchmark_runs_in_quick_mode(script, monkeypatch, capsys):
