@@ -26,6 +26,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
         "placement_study.py",
         "inference_speed.py",
         "steps_vs_quality.py",
+        "machine_limit.py",
     ],
 )
 def test_benchmark_runs_in_quick_mode(script, monkeypatch, capsys):

@@ -1,0 +1,122 @@
+"""How far training and sampling are from this machine's limit, measured side by side in one run.
+
+    python benchmarks/machine_limit.py [--quick]
+
+- FLOPs of one forward pass of the shipped MNIST model's architecture (`torch.utils.flop_counter.FlopCounterMode`;
+  a training step counts 3x: forward, and backward for inputs and weights);
+- achieved GFLOP/s of a training step (batch 64, bf16 autocast where the CPU has it, AdamW) and of a sampling step
+  (batch 16, the pipeline's fast-inference settings), against large fp32 and bf16 matrix products on the same
+  machine in the same run;
+- where the time of one sampling step goes: the top operators of `torch.profiler`.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ddpm_kiit import SimpleUNet2DModel
+from ddpm_kiit.models import IMPROVED_CONFIG
+from ddpm_kiit.training.loop import default_mixed_precision
+
+
+def best_seconds(function, repeats: int) -> float:
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_gflops(dtype: torch.dtype, size: int, repeats: int) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    return 2 * size**3 / best_seconds(lambda: a @ b, repeats) / 1e9
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="A tiny model and small matrices.")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "machine_limit.json"))
+    args = parser.parse_args(argv)
+    config = {**IMPROVED_CONFIG, "in_channels": 1, "out_channels": 1}
+    if args.quick:
+        config = {"block_out_channels": (8, 16), "time_embedding_dim": 8, "in_channels": 1, "out_channels": 1}
+    repeats, size = (1, 256) if args.quick else (5, 2048)
+    bf16 = default_mixed_precision() == "bf16"
+    autocast = {"device_type": "cpu", "dtype": torch.bfloat16, "enabled": bf16}
+    torch.manual_seed(0)
+    model = SimpleUNet2DModel(**config).to(memory_format=torch.channels_last)
+
+    sample = torch.randn(1, 1, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        model(sample, torch.tensor([10]))
+    forward_flops = counter.get_total_flops()
+
+    train_batch, sample_batch = 64, 16
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(train_batch, 1, 32, 32).to(memory_format=torch.channels_last)
+    t = torch.randint(0, 300, (train_batch,))
+
+    def train_step():
+        with torch.autocast(**autocast):
+            loss = torch.nn.functional.mse_loss(model(x, t).sample.float(), x)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    y = torch.randn(sample_batch, 1, 32, 32).to(memory_format=torch.channels_last)
+
+    def sampling_step():
+        with torch.inference_mode(), torch.autocast(**autocast):
+            model(y, torch.tensor([10]))
+
+    train_seconds = best_seconds(train_step, repeats)
+    model.eval()
+    sample_seconds = best_seconds(sampling_step, repeats)
+    fp32_peak = matmul_gflops(torch.float32, size, repeats)
+    bf16_peak = matmul_gflops(torch.bfloat16, size, repeats)
+    train_gflops = 3 * forward_flops * train_batch / train_seconds / 1e9
+    sample_gflops = forward_flops * sample_batch / sample_seconds / 1e9
+    peak = bf16_peak if bf16 else fp32_peak
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        sampling_step()
+    events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    top = [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in events[:8]]
+
+    print(f"forward pass: {forward_flops / 1e9:.3f} GFLOP per 32x32 image")
+    print(f"large matmul ({size}x{size}): fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s")
+    print(
+        f"training step (batch {train_batch}): {train_gflops:.0f} GFLOP/s = {train_gflops / peak:.2f} of the "
+        f"{'bf16' if bf16 else 'fp32'} matmul"
+    )
+    print(f"sampling step (batch {sample_batch}): {sample_gflops:.0f} GFLOP/s = {sample_gflops / peak:.2f} of it")
+    print("one sampling step, self CPU time by operator:")
+    for row in top:
+        print(f"  {row['share']:6.1%}  {row['op']} ({row['calls']} calls)")
+    if not args.quick:
+        result = {
+            "machine": f"{os.cpu_count()}-core CPU, torch {torch.__version__}",
+            "forward_gflop_per_image": forward_flops / 1e9,
+            "matmul_gflops": {"fp32": fp32_peak, "bf16": bf16_peak, "size": size},
+            "train_step_gflops": train_gflops,
+            "sampling_step_gflops": sample_gflops,
+            "bf16_autocast": bf16,
+            "sampling_step_profile": top,
+        }
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
