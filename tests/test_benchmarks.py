@@ -27,6 +27,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
         "inference_speed.py",
         "steps_vs_quality.py",
         "machine_limit.py",
+        "malloc_settings.py",
     ],
 )
 def test_benchmark_runs_in_quick_mode(script, monkeypatch, capsys):
