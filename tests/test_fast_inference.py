@@ -39,6 +39,17 @@ def test_bf16_autocast_runs_the_unet_in_bf16_and_keeps_the_latents_in_float32():
     assert (images - sample(pipeline())).abs().max() < 0.1
 
 
+@pytest.mark.parametrize("inference_mode", [False, True])
+def test_sampling_never_tracks_gradients(inference_mode):
+    # A regression: `torch.inference_mode(False)` turns gradient tracking on, which kept every step's graph alive.
+    grad_enabled = []
+    pipe = pipeline().enable_fast_inference(channels_last=False, autocast_dtype=None, inference_mode=inference_mode)
+    pipe.unet.conv_out.register_forward_hook(lambda module, args, output: grad_enabled.append(torch.is_grad_enabled()))
+    images = sample(pipe)
+    assert grad_enabled and not any(grad_enabled)
+    assert not images.requires_grad
+
+
 def test_unsupported_autocast_dtype_is_refused():
     with pytest.raises(ValueError, match="`autocast_dtype` must be torch.bfloat16, torch.float16 or None"):
         pipeline().enable_fast_inference(autocast_dtype=torch.float64)

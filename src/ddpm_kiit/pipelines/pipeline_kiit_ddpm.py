@@ -1,6 +1,7 @@
 # Copyright 2026 The ddpm-kiit authors. Licensed under the Apache License, Version 2.0.
 """Unconditional image generation with a SimpleUNet (or any UNet2DModel-like model) and any Diffusers scheduler."""
 
+import contextlib
 import os
 import tempfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -232,7 +233,8 @@ class KiitDDPMPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
             latents = latents * self.scheduler.init_noise_sigma
 
-        with torch.inference_mode(self._inference_mode):
+        # Only entered when asked: `torch.inference_mode(False)` would switch gradient tracking back on.
+        with torch.inference_mode() if self._inference_mode else contextlib.nullcontext():
             latents = self._denoise(latents, generator, callback_on_step_end, callback_on_step_end_tensor_inputs)
 
         image = (latents / 2 + 0.5).clamp(0, 1)
