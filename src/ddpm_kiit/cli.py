@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--overwrite", action="store_true")
     evaluate.add_argument("--update-card", action="store_true", help="Write the scores into the folder's model card.")
+    evaluate.add_argument(
+        "--fast-inference",
+        action="store_true",
+        help="Sample with the pipeline's fast-inference settings (bf16 autocast where supported, channels_last).",
+    )
 
     floor = commands.add_parser("floor", help="Real-vs-real scores of a dataset at several n (what perfect scores).")
     floor.add_argument("--dataset", default="mnist")
@@ -121,6 +126,14 @@ def _evaluate(args) -> str:
     pipe = load_pipeline(args.pipeline, args.device)
     if args.scheduler:
         swap_scheduler(pipe, args.scheduler)
+    if args.fast_inference:
+        import torch
+
+        from .training.loop import default_mixed_precision
+
+        on_gpu = args.device.startswith("cuda")
+        bf16 = torch.cuda.is_bf16_supported() if on_gpu else default_mixed_precision() == "bf16"
+        pipe.enable_fast_inference(autocast_dtype=torch.bfloat16 if bf16 else None)
     report = evaluate_pipeline(
         pipe,
         dataset=args.dataset,

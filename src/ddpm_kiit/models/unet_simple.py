@@ -25,7 +25,10 @@ SEED_VARIANTS = {
     "cbam": {"attention_type": "cbam"},
 }
 # The improved default of issue 8: GroupNorm residual blocks with a scale-and-shift time embedding, SiLU, the
-# full-resolution skip the talk drops, and the placement the study found best (README, "Where attention belongs").
+# full-resolution skip the talk drops, and attention gates on the skips driven by the decoder and the time embedding.
+# In the placement study (README, "Where attention belongs"; MNIST, 1,000 steps, n = 2,000) those gates scored FID 60.5
+# at 309 training images/s; self-attention at 16x16 and 8x8 scored 57.9 (within noise: KID 234 +- 23 against
+# 240 +- 21) at half the speed, the talk's main-path CBAM 88.1 and no placement 73.4.
 IMPROVED_CONFIG = {
     "block_out_channels": (32, 64, 128, 128),
     "time_embedding_dim": 64,
@@ -35,8 +38,7 @@ IMPROVED_CONFIG = {
     "act_fn": "silu",
     "time_embedding_norm": "scale_shift",
     "skip_conv_in": True,
-    "attention_resolutions": (16, 8),
-    "num_attention_heads": 4,
+    "skip_attention_gates": "decoder_time",
 }
 
 
