@@ -2,6 +2,7 @@
 
 import argparse
 import time
+from typing import Callable
 
 from ddpm_kiit.training import parse_args, train
 
@@ -41,3 +42,15 @@ def apply_quick(args):
     if args.quick:
         args.steps, args.num_samples, args.eval_dataset = 2, 20, "mnist"
     return args
+
+
+def best_seconds(function: Callable[[], object], repeats: int) -> float:
+    """The fastest of `repeats` timed calls of `function`, after one untimed warm-up call (allocations, first
+    kernels): the least disturbed measure on a shared machine."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)

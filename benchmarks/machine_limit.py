@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,15 +23,8 @@ from ddpm_kiit import SimpleUNet2DModel
 from ddpm_kiit.models import IMPROVED_CONFIG
 from ddpm_kiit.training.loop import default_mixed_precision
 
-
-def best_seconds(function, repeats: int) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+sys.path.insert(0, str(Path(__file__).parent))
+from common import best_seconds  # noqa: E402
 
 
 def matmul_gflops(dtype: torch.dtype, size: int, repeats: int) -> float:

@@ -41,6 +41,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import best_seconds  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "placement_study.json"
 GRIDS = ROOT / "docs" / "placement_study"
 
@@ -348,19 +351,9 @@ def _time_model(model, batch: int, repeats: int, dtype):
         with torch.inference_mode(), torch.autocast(**autocast):
             model(sample, timesteps)
 
-    train_seconds = _best_of(train_step, repeats)
+    train_seconds = best_seconds(train_step, repeats)
     model.eval()
-    return train_seconds, _best_of(forward, repeats)
-
-
-def _best_of(function, repeats: int) -> float:
-    function()  # warm-up: allocations and the first oneDNN kernels
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return train_seconds, best_seconds(forward, repeats)
 
 
 # ---------------------------------------------------------------------------------------------------------- report
