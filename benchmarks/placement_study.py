@@ -235,8 +235,8 @@ def stage_sample(args, results: dict):
                 print(f"skipped {dataset}/{row}: not trained", flush=True)
                 continue
             pipe = swap_scheduler(KiitDDPMPipeline.from_pretrained(folder), "ddim").to(device)
-            # The same fast-inference settings for every row: bf16 autocast where the hardware has it (4x on this
-            # CPU), channels_last, inference_mode.
+            # The same fast-inference settings for every row: bf16 autocast where the hardware has it (2.5x faster
+            # on the study's sampling here), channels_last, inference_mode.
             bf16 = default_mixed_precision() == "bf16" if device == "cpu" else torch.cuda.is_bf16_supported()
             pipe.enable_fast_inference(autocast_dtype=torch.bfloat16 if bf16 else None)
             entry["params"] = sum(p.numel() for p in pipe.unet.parameters())
