@@ -23,7 +23,6 @@ from ddpm_kiit import KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
 from ddpm_kiit.evaluation import evaluate_pipeline
 from ddpm_kiit.pretrained import shipped_pipeline
 from ddpm_kiit.sampling import swap_scheduler
-from ddpm_kiit.training.loop import default_mixed_precision
 
 CONFIGS = [("kiit", None), *[(name, steps) for name in ("ddim", "dpm-solver++") for steps in (50, 20, 10)]]
 
@@ -42,8 +41,8 @@ def main(argv=None):
     else:
         pipe = KiitDDPMPipeline.from_pretrained(shipped_pipeline("mnist"))
         configs, num_samples, dataset = CONFIGS, args.num_samples, "mnist-full"
-    bf16 = default_mixed_precision() == "bf16"
-    pipe.enable_fast_inference(autocast_dtype=torch.bfloat16 if bf16 else None)
+    pipe.enable_fast_inference()
+    bf16 = pipe.autocast_dtype == torch.bfloat16
     training_scheduler = pipe.scheduler
 
     rows = []

@@ -51,7 +51,7 @@ def test_sampling_never_tracks_gradients(inference_mode):
 
 
 def test_unsupported_autocast_dtype_is_refused():
-    with pytest.raises(ValueError, match="`autocast_dtype` must be torch.bfloat16, torch.float16 or None"):
+    with pytest.raises(ValueError, match="`autocast_dtype` must be .auto., torch.bfloat16, torch.float16 or None"):
         pipeline().enable_fast_inference(autocast_dtype=torch.float64)
 
 
@@ -73,3 +73,10 @@ def test_folding_the_talks_batchnorm_into_the_next_convolution_is_wrong_at_the_b
         folded = F.conv2d(x, folded_weight, folded_bias, padding=1)
     torch.testing.assert_close(folded[..., 1:-1, 1:-1], exact[..., 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
     assert (folded[..., 0, :] - exact[..., 0, :]).abs().max() > 1e-2
+
+
+def test_auto_autocast_picks_bf16_exactly_where_the_device_computes_it_natively():
+    from ddpm_kiit.pipelines.pipeline_kiit_ddpm import native_bf16
+
+    pipe = pipeline().enable_fast_inference()
+    assert pipe.autocast_dtype == (torch.bfloat16 if native_bf16("cpu") else None)

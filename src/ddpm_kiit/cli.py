@@ -127,13 +127,7 @@ def _evaluate(args) -> str:
     if args.scheduler:
         swap_scheduler(pipe, args.scheduler)
     if args.fast_inference:
-        import torch
-
-        from .training.loop import default_mixed_precision
-
-        on_gpu = args.device.startswith("cuda")
-        bf16 = torch.cuda.is_bf16_supported() if on_gpu else default_mixed_precision() == "bf16"
-        pipe.enable_fast_inference(autocast_dtype=torch.bfloat16 if bf16 else None)
+        pipe.enable_fast_inference()
     report = evaluate_pipeline(
         pipe,
         dataset=args.dataset,

@@ -15,6 +15,18 @@ from PIL import Image
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
+
+def native_bf16(device_type: str) -> bool:
+    """Whether `device_type` computes bf16 natively: a GPU that supports it, or a CPU with AVX-512 BF16 or AMX."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return device_type == "cpu" and (
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+    )
+
+
 EXAMPLE_DOC_STRING = """
     Examples:
         ```py
@@ -58,7 +70,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
     def enable_fast_inference(
         self,
         channels_last: bool = True,
-        autocast_dtype: Optional[torch.dtype] = torch.bfloat16,
+        autocast_dtype: Union[str, torch.dtype, None] = "auto",
         inference_mode: bool = True,
         compile: bool = False,
     ) -> "KiitDDPMPipeline":
@@ -68,10 +80,11 @@ class KiitDDPMPipeline(DiffusionPipeline):
         Args:
             channels_last (`bool`, defaults to `True`): Store the unet's weights (and so its activations) as NHWC,
                 the layout oneDNN and cuDNN convolutions prefer. Exact.
-            autocast_dtype (`torch.dtype`, *optional*, defaults to `torch.bfloat16`): Run the unet under
+            autocast_dtype (`torch.dtype` or `"auto"`, *optional*, defaults to `"auto"`): Run the unet under
                 `torch.autocast` in this dtype (bf16 uses AMX on recent Intel CPUs and tensor cores on GPUs); the
                 latents and the scheduler stay in float32. Not exact: check the quality with `ddpm-kiit evaluate`.
-                `None` keeps float32.
+                `"auto"` picks bf16 where the pipeline's device computes it natively, float32 elsewhere; `None`
+                keeps float32.
             inference_mode (`bool`, defaults to `True`): Sample under `torch.inference_mode()` instead of
                 `torch.no_grad()` (no version counters or views tracking). Exact.
             compile (`bool`, defaults to `False`): `torch.compile` the unet; the first call pays the compile time.
@@ -81,13 +94,22 @@ class KiitDDPMPipeline(DiffusionPipeline):
         """
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
+        if autocast_dtype == "auto":
+            autocast_dtype = torch.bfloat16 if native_bf16(self.device.type) else None
         if autocast_dtype is not None and autocast_dtype not in (torch.bfloat16, torch.float16):
-            raise ValueError(f"`autocast_dtype` must be torch.bfloat16, torch.float16 or None, got {autocast_dtype}.")
+            raise ValueError(
+                f"`autocast_dtype` must be 'auto', torch.bfloat16, torch.float16 or None, got {autocast_dtype}."
+            )
         self._autocast_dtype = autocast_dtype
         self._inference_mode = inference_mode
         if compile:
             self.unet.compile()
         return self
+
+    @property
+    def autocast_dtype(self) -> Optional[torch.dtype]:
+        """The dtype the unet runs in under autocast (set by `enable_fast_inference`), or `None` for no autocast."""
+        return self._autocast_dtype
 
     # Libraries a saved pipeline may name for its components. Diffusers imports whatever module `model_index.json`
     # names before it finds out that it cannot load it; we refuse anything else first.

@@ -18,6 +18,7 @@ from diffusers.utils import logging, make_image_grid
 
 from ..data import ImageTransform, dataset_to_tensor, load_image_dataset
 from ..models import SimpleUNet2DModel
+from ..pipelines.pipeline_kiit_ddpm import native_bf16
 from ..schedulers import KiitDDPMScheduler
 from .args import latest_checkpoint, list_checkpoints, load_model_config, validate_args
 
@@ -32,15 +33,7 @@ class NonFiniteLossError(RuntimeError):
 
 def default_mixed_precision() -> str:
     """bf16 where the hardware computes it natively (a GPU that supports it, or a CPU with AVX-512 BF16 or AMX)."""
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    cpu = torch.cpu
-    if (
-        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-    ):
-        return "bf16"
-    return "no"
+    return "bf16" if native_bf16("cuda" if torch.cuda.is_available() else "cpu") else "no"
 
 
 def build_scheduler(args):
