@@ -5,8 +5,10 @@
 Times training steps of the talk's plain model (62M parameters, batch 64, 32x32, bf16 autocast where the CPU has
 it, AdamW) in a fresh process per setting, settings alternating round by round: glibc's malloc as it comes, each of
 the three glibc settings alone, the three together, and jemalloc and tcmalloc through LD_PRELOAD where they are
-installed (Debian: `apt-get install libjemalloc2 libtcmalloc-minimal4`). glibc returns large freed blocks to the
-system and asks for them again at every step (mmap, page faults); the settings keep them.
+installed (Debian: `apt-get install libjemalloc2 libtcmalloc-minimal4`), and the three settings made from inside
+the process by `ddpm_kiit.training.allocator.keep_freed_memory` (what `examples/train.py` does by default). glibc
+returns large freed blocks to the system and asks for them again at every step (mmap, page faults); the settings keep
+them.
 
 Prints each setting's median and spread of step time and its speed-up over the default.
 """
@@ -33,6 +35,9 @@ import json, sys, time, torch
 from ddpm_kiit import SimpleUNet2DModel
 from ddpm_kiit.training.loop import default_mixed_precision
 steps, quick = int(sys.argv[1]), sys.argv[2] == "1"
+if sys.argv[3] == "1":
+    from ddpm_kiit.training.allocator import keep_freed_memory
+    assert keep_freed_memory() == "set"
 torch.manual_seed(0)
 overrides = {"block_out_channels": (16, 32, 64)} if quick else {}
 model = SimpleUNet2DModel.from_seed_variant("simple", in_channels=1, out_channels=1, **overrides)
@@ -54,10 +59,15 @@ print(json.dumps(times))
 """
 
 
+# train.py's default (`--tune_malloc`): the same three settings through mallopt(3) from inside the process.
+IN_PROCESS = "mallopt in the process"
+
+
 def settings() -> dict:
     found = {"default": {}}
     found.update({name: {name: value} for name, value in GLIBC.items()})
     found["all three glibc settings"] = dict(GLIBC)
+    found[IN_PROCESS] = {}
     for name, library in PRELOADS.items():
         if Path(library).is_file():
             found[name] = {"LD_PRELOAD": library}
@@ -77,7 +87,7 @@ def main(argv=None):
     for _ in range(rounds):
         for name, extra in settings().items():
             output = subprocess.run(
-                [sys.executable, "-c", WORKER, str(steps), "1" if args.quick else "0"],
+                [sys.executable, "-c", WORKER, str(steps), str(int(args.quick)), str(int(name == IN_PROCESS))],
                 env={**base_env, **extra},
                 capture_output=True,
                 text=True,

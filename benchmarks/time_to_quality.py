@@ -1,26 +1,29 @@
 """How fast does the default training reach recognisable digits, against the usual Diffusers recipe, on this machine?
 
-    python benchmarks/time_to_quality.py [--minutes 15] [--eval-every 3] [--num-samples 1000]
+    python benchmarks/time_to_quality.py [--minutes 15] [--eval-every 3] [--num-samples 1000] [--only ours ...]
 
-Trains two configurations for the same wall-clock budget on the built-in `mnist` (held in memory as tensors), one
+Trains three configurations for the same wall-clock budget on the built-in `mnist` (held in memory as tensors), one
 after the other in this process, and scores each at fixed points of training time with `evaluate_pipeline`
 (classifier features, n samples from the EMA weights with DDIM in 50 steps, against the `mnist-full` test digits, the
 real-vs-real floor beside it). The clock stops while a point is scored.
 
 - ours: `ddpm_kiit.training.train` with every default: the README's main job, whose default step count is what
   fits 15 minutes on this machine, so that its learning-rate schedule ends with the budget;
+- previous: the same with the main job's model before issue 12 (`PREVIOUS_DEFAULT`: simple GroupNorm stages to 256
+  channels, bottleneck self-attention), to show what the change of default bought;
 - baseline: the recipe of Diffusers' `train_unconditional.py` scaled to 32x32 digits: a 4.3M-parameter `UNet2DModel`
   (widths 32-64-64-128, two layers per block, attention at 8x8), `DDPMScheduler` (T = 1000, linear betas,
   epsilon), AdamW 2e-4 (betas 0.95/0.999, weight decay 1e-6) with 500 warm-up steps and cosine decay, EMA (power 3/4,
   up to 0.9999), bf16 autocast, batch 64, MSE on epsilon; written out here as a plain loop over the same tensors.
 
 Writes benchmarks/results/time_to_quality.json and .png (score against minutes), each run's final sample grid to
-docs/time_to_quality_{ours,baseline}.png, and prints the targets of issue 12:
+docs/time_to_quality_{ours,previous,baseline}.png, and prints the targets of issue 12:
 ours at most 3x the floor within the budget, and at least 4x sooner than the baseline to the baseline's final score.
 """
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 import tempfile
@@ -35,6 +38,7 @@ from ddpm_kiit.data import ImageTransform, dataset_to_tensor, load_image_dataset
 from ddpm_kiit.evaluation import evaluate_pipeline
 from ddpm_kiit.sampling import swap_scheduler
 from ddpm_kiit.training import parse_args, train
+from ddpm_kiit.training.allocator import keep_freed_memory
 from ddpm_kiit.training.args import DEFAULT_MAX_TRAIN_STEPS
 from ddpm_kiit.training.loop import sampling_pipeline
 
@@ -51,6 +55,17 @@ BASELINE_UNET = {
     "down_block_types": ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
     "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
 }
+# The main job's model before IMPROVED_CONFIG became the default: 4.7M parameters, four simple GroupNorm stages up to
+# 256 channels, four-head self-attention at the 4x4 bottleneck, no full-resolution skip, no skip gates.
+PREVIOUS_DEFAULT = {
+    "block_out_channels": [32, 64, 128, 256],
+    "block_type": "simple",
+    "skip_conv_in": False,
+    "skip_attention_gates": None,
+    "attention_type": "self_attention",
+    "num_attention_heads": 4,
+}
+PREVIOUS_FLAGS = ("--model_config", json.dumps(PREVIOUS_DEFAULT, separators=(",", ":")))
 QUICK_BASELINE_UNET = {**BASELINE_UNET, "block_out_channels": (8, 8, 16, 16), "norm_num_groups": 4}
 
 
@@ -119,11 +134,15 @@ def scorer(args):
     return score
 
 
-def run_ours(args) -> dict:
-    checkpoints = Checkpoints(args.minutes, args.eval_every, scorer(args), "ours", args.ours_steps)
+RUNS = ("ours", "previous", "baseline")
+
+
+def run_ours(args, label: str = "ours", flags: tuple = ()) -> dict:
+    """Our training loop with every default, or with `flags` added (the previous default's model)."""
+    checkpoints = Checkpoints(args.minutes, args.eval_every, scorer(args), label, args.ours_steps)
     with tempfile.TemporaryDirectory() as out:
         command = ["--output_dir", out, "--max_train_steps", str(args.ours_steps), "--logger", "none"]
-        command += ["--num_sample_images", "16", "--checkpointing_steps", "1000000"]
+        command += ["--num_sample_images", "16", "--checkpointing_steps", "1000000", *flags]
         train_args = parse_args(command + (QUICK_TRAIN_FLAGS if args.quick else []))
 
         def callback(step, unet, ema_model, scheduler):
@@ -133,10 +152,11 @@ def run_ours(args) -> dict:
         train(train_args, step_callback=callback)
         reset_accelerate()
         if not args.quick:  # the run's own grid: the pipeline's sampler (all 300 steps), EMA weights, seed 0
-            shutil.copyfile(Path(out) / "samples.png", ROOT / "docs" / "time_to_quality_ours.png")
+            shutil.copyfile(Path(out) / "samples.png", ROOT / "docs" / f"time_to_quality_{label}.png")
     command = "accelerate launch examples/train.py" + (
         f" --max_train_steps {args.ours_steps}" if args.ours_steps != DEFAULT_MAX_TRAIN_STEPS else ""
     )
+    command += "".join(f" {shlex.quote(flag)}" for flag in flags)
     return {"command": command, **_summary(checkpoints, train_args.train_batch_size)}
 
 
@@ -151,6 +171,7 @@ def run_baseline(args) -> dict:
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
+    keep_freed_memory()  # the allocator settings our loop makes, so that only the recipes differ
     torch.manual_seed(0)
     config = QUICK_BASELINE_UNET if args.quick else BASELINE_UNET
     unet = UNet2DModel(**config)
@@ -251,9 +272,10 @@ def main(argv=None):
     parser.add_argument("--eval-dataset", default="mnist-full")
     parser.add_argument(
         "--only",
-        choices=("ours", "baseline"),
+        choices=RUNS,
+        nargs="+",
         default=None,
-        help="Run one configuration; the other's run is kept from the results file when its settings match.",
+        help="Run these configurations; the others' runs are kept from the results file when its settings match.",
     )
     parser.add_argument("--replot", default=None, help="Only draw the PNG of this results JSON again.")
     args = parser.parse_args(argv)
@@ -266,19 +288,22 @@ def main(argv=None):
         args.sampler_steps = 2
 
     runs = {}
-    if args.only in (None, "ours"):
-        runs["ours"] = run_ours(args)
-    if args.only in (None, "baseline"):
-        runs["baseline"] = run_baseline(args)
+    for name in args.only or RUNS:
+        if name == "ours":
+            runs[name] = run_ours(args)
+        elif name == "previous":
+            runs[name] = run_ours(args, "previous", PREVIOUS_FLAGS)
+        else:
+            runs[name] = run_baseline(args)
     result = {"minutes": args.minutes, "num_samples": args.num_samples, "eval_dataset": args.eval_dataset}
     folder = Path(tempfile.mkdtemp()) if args.quick else ROOT / "benchmarks" / "results"
     out = folder / "time_to_quality.json"
     if args.only and out.is_file():  # keep the other configuration's run from an earlier --only run, if comparable
         earlier = json.loads(out.read_text())
         if all(earlier[k] == result[k] for k in ("minutes", "num_samples", "eval_dataset")):
-            runs = {**{k: v for k, v in earlier["runs"].items() if k != args.only}, **runs}
-    result["runs"] = runs
-    if len(runs) == 2:
+            runs = {**{k: v for k, v in earlier["runs"].items() if k not in args.only}, **runs}
+    result["runs"] = {name: runs[name] for name in RUNS if name in runs}
+    if "ours" in runs and "baseline" in runs:
         ours, baseline = runs["ours"]["points"], runs["baseline"]["points"]
         floor = ours[-1]["floor_fid"]
         minutes = first_minute_at_or_below(ours, baseline[-1]["fid"])

@@ -20,6 +20,7 @@ from ..data import ImageTransform, dataset_to_tensor, load_image_dataset
 from ..models import SimpleUNet2DModel
 from ..pipelines.pipeline_kiit_ddpm import native_bf16
 from ..schedulers import KiitDDPMScheduler
+from .allocator import keep_freed_memory
 from .args import latest_checkpoint, list_checkpoints, load_model_config, validate_args
 
 logger = logging.get_logger(__name__)
@@ -240,6 +241,8 @@ def train(
     validate_args(args)
     if args.mixed_precision is None:
         args.mixed_precision = default_mixed_precision()
+    if args.tune_malloc:
+        logger.info(f"glibc malloc tuning: {keep_freed_memory()}")
     output_dir = Path(args.output_dir)
     # Launched as several processes (`accelerate launch --multi_gpu --num_processes N`, `torchrun`) on a machine with
     # no GPU, Accelerate only sets up data-parallel training (gloo) when told to use the CPU; without that, each
