@@ -39,8 +39,9 @@ def keep_freed_memory() -> str:
         return "skipped: another allocator is preloaded"
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # only glibc has it (musl has no mallopt tunables)
-    except (OSError, AttributeError):
+    except OSError:
+        return "skipped: no C library found"
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc's own symbol: musl has no such mallopt settings
         return "skipped: the C library is not glibc"
     if not all(libc.mallopt(param, value) == 1 for param, value in SETTINGS.items()):
         return "skipped: glibc refused a mallopt setting"
