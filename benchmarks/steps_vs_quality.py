@@ -28,8 +28,10 @@ from ddpm_kiit.sampling import swap_scheduler
 # (sampler, steps, timestep spacing): the stock solvers with the spacing the pipeline's config has ("leading", which
 # never starts at the last training timestep) and with "trailing", which does: Lin et al. 2024 recommend it for models
 # trained to zero terminal SNR, as ours are, since only the last timestep is pure noise.
+# Our own sampler respaced (ancestral DDPM steps between the kept timesteps) is the stochastic counterpart of DDIM.
 CONFIGS = [
     ("kiit", None, None),
+    *[("kiit", steps, "leading") for steps in (50, 20, 10)],
     *[
         (name, steps, spacing)
         for spacing in ("leading", "trailing")

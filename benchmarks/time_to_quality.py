@@ -4,8 +4,9 @@
 
 Trains three configurations for the same wall-clock budget on the built-in `mnist` (held in memory as tensors), one
 after the other in this process, and scores each at fixed points of training time with `evaluate_pipeline`
-(classifier features, n samples from the EMA weights with DDIM in 50 steps, against the `mnist-full` test digits, the
-real-vs-real floor beside it). The clock stops while a point is scored.
+(classifier features, n samples from the EMA weights with DDIM in 50 steps, or with `--sampler own` each run's own
+training scheduler respaced to 50 steps, against the `mnist-full` test digits, the real-vs-real floor beside it). The
+clock stops while a point is scored.
 
 - ours: `ddpm_kiit.training.train` with every default: the README's main job, whose default step count is what
   fits 15 minutes on this machine, so that its learning-rate schedule ends with the budget;
@@ -115,9 +116,16 @@ class Checkpoints:
         return done
 
 
+SAMPLERS = {
+    "ddim": "DDIM (deterministic), built from the run's scheduler config",
+    "own": "the run's own training scheduler respaced (ancestral DDPM steps)",
+}
+
+
 def scorer(args):
     def score(pipe):
-        swap_scheduler(pipe, "ddim")
+        if args.sampler == "ddim":
+            swap_scheduler(pipe, "ddim")
         report = evaluate_pipeline(
             pipe, dataset=args.eval_dataset, num_samples=args.num_samples, num_inference_steps=args.sampler_steps
         )
@@ -153,7 +161,7 @@ def run_ours(args, label: str = "ours", flags: tuple = ()) -> dict:
         train(train_args, step_callback=callback)
         reset_accelerate()
         if not args.quick:  # the run's own grid: the pipeline's sampler (all 300 steps), EMA weights, seed 0
-            shutil.copyfile(Path(out) / "samples.png", ROOT / "docs" / f"time_to_quality_{label}.png")
+            shutil.copyfile(Path(out) / "samples.png", ROOT / "docs" / f"{args.stem}_{label}.png")
     command = "accelerate launch examples/train.py" + (
         f" --max_train_steps {args.ours_steps}" if args.ours_steps != DEFAULT_MAX_TRAIN_STEPS else ""
     )
@@ -213,9 +221,10 @@ def run_baseline(args) -> dict:
             break
     if not args.quick:
         with ema_pipeline() as pipe:
-            swap_scheduler(pipe, "ddim")
+            if args.sampler == "ddim":
+                swap_scheduler(pipe, "ddim")
             grid = pipe(batch_size=16, generator=torch.manual_seed(0), num_inference_steps=args.sampler_steps).images
-        make_image_grid(grid, 4, 4).save(ROOT / "docs" / "time_to_quality_baseline.png")
+        make_image_grid(grid, 4, 4).save(ROOT / "docs" / f"{args.stem}_baseline.png")
     config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
     return {"config": config, "parameters": sum(p.numel() for p in unet.parameters()), **_summary(checkpoints, batch)}
 
@@ -249,6 +258,8 @@ def plot(result, path):
     axis.set_yscale("log")
     axis.set_xlabel("minutes of training (2-core CPU)")
     axis.set_ylabel(f"FID, classifier features, n = {result['num_samples']}")
+    if "sampler" in result:
+        axis.set_title(f"sampled with {result['sampler']}", fontsize="small")
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -301,6 +312,12 @@ def main(argv=None):
     parser.add_argument("--baseline-steps", type=int, default=800, help="About what the baseline does in --minutes.")
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--sampler-steps", type=int, default=50)
+    parser.add_argument(
+        "--sampler",
+        choices=sorted(SAMPLERS),
+        default="ddim",
+        help="How each scored point samples; 'own' writes time_to_quality_own_sampler.json and its grids instead.",
+    )
     parser.add_argument("--eval-dataset", default="mnist-full")
     parser.add_argument(
         "--only",
@@ -319,6 +336,7 @@ def main(argv=None):
         args.ours_steps, args.baseline_steps, args.num_samples, args.eval_dataset = 20, 20, 20, "mnist"
         args.sampler_steps = 2
 
+    args.stem = "time_to_quality" + ("" if args.sampler == "ddim" else f"_{args.sampler}_sampler")
     runs = {}
     for name in args.only or RUNS:
         if name == "ours":
@@ -327,12 +345,17 @@ def main(argv=None):
             runs[name] = run_ours(args, "previous", PREVIOUS_FLAGS)
         else:
             runs[name] = run_baseline(args)
-    result = {"minutes": args.minutes, "num_samples": args.num_samples, "eval_dataset": args.eval_dataset}
+    result = {
+        "minutes": args.minutes,
+        "num_samples": args.num_samples,
+        "eval_dataset": args.eval_dataset,
+        "sampler": f"{SAMPLERS[args.sampler]}, {args.sampler_steps} steps",
+    }
     folder = Path(tempfile.mkdtemp()) if args.quick else ROOT / "benchmarks" / "results"
-    out = folder / "time_to_quality.json"
+    out = folder / f"{args.stem}.json"
     if args.only and out.is_file():  # keep the other configuration's run from an earlier --only run, if comparable
         earlier = json.loads(out.read_text())
-        if all(earlier[k] == result[k] for k in ("minutes", "num_samples", "eval_dataset")):
+        if all(earlier.get(k) == result[k] for k in result):
             runs = {**{k: v for k, v in earlier["runs"].items() if k not in args.only}, **runs}
     result["runs"] = {name: runs[name] for name in RUNS if name in runs}
     result["targets"] = targets(result["runs"])
