@@ -24,6 +24,7 @@ from diffusers.training_utils import EMAModel
 from ddpm_kiit import KiitDDPMScheduler, SimpleUNet2DModel
 from ddpm_kiit.data import ImageTransform, dataset_to_tensor, load_image_dataset
 from ddpm_kiit.training import DEFAULT_MODEL_CONFIG, parse_args, train
+from ddpm_kiit.training.allocator import keep_freed_memory
 from ddpm_kiit.training.loop import default_mixed_precision
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -81,6 +82,7 @@ def main(argv=None):
     if args.quick:
         args.steps, args.rounds, args.batch_size = 3, 1, 8
     mixed_precision = default_mixed_precision()
+    keep_freed_memory()  # what `train` does (--tune_malloc), made before either loop runs so that both have it
     images = dataset_to_tensor(load_image_dataset("mnist"), ImageTransform(32, 1))
     ours, bare = [], []
     for _ in range(args.rounds):
