@@ -1,12 +1,13 @@
 """How fast does the default training reach recognisable digits, against the usual Diffusers recipe, on this machine?
 
     python benchmarks/time_to_quality.py [--minutes 15] [--eval-every 3] [--num-samples 1000] [--only ours ...]
+                                         [--sampler ddim|own] [--sampler-steps 50]
 
 Trains three configurations for the same wall-clock budget on the built-in `mnist` (held in memory as tensors), one
 after the other in this process, and scores each at fixed points of training time with `evaluate_pipeline`
 (classifier features, n samples from the EMA weights with DDIM in 50 steps, or with `--sampler own` each run's own
-training scheduler respaced to 50 steps, against the `mnist-full` test digits, the real-vs-real floor beside it). The
-clock stops while a point is scored.
+training scheduler respaced to `--sampler-steps` (300: our pipeline's default sampler), against the `mnist-full` test
+digits, the real-vs-real floor beside it). The clock stops while a point is scored.
 
 - ours: `ddpm_kiit.training.train` with every default: the README's main job, whose default step count is what
   fits 15 minutes on this machine, so that its learning-rate schedule ends with the budget;
@@ -18,8 +19,9 @@ clock stops while a point is scored.
   up to 0.9999), bf16 autocast, batch 64, MSE on epsilon; written out here as a plain loop over the same tensors.
 
 Writes benchmarks/results/time_to_quality.json and .png (score against minutes), each run's final sample grid to
-docs/time_to_quality_{ours,previous,baseline}.png, and prints the targets of issue 12:
-ours at most 3x the floor within the budget, and at least 4x sooner than the baseline to the baseline's final score.
+docs/time_to_quality_{ours,previous,baseline}.png (with `--sampler own`: time_to_quality_own_sampler*), and prints
+the targets of issue 12: ours at most 3x the floor within the budget, and at least 4x sooner than the baseline to
+the baseline's final score.
 """
 
 import argparse
@@ -326,7 +328,7 @@ def main(argv=None):
         default=None,
         help="Run these configurations; the others' runs are kept from the results file when its settings match.",
     )
-    parser.add_argument("--replot", default=None, help="Only draw the PNG of this results JSON again.")
+    parser.add_argument("--replot", default=None, help="Only recompute the targets and redraw the PNG of this JSON.")
     args = parser.parse_args(argv)
     if args.replot:
         replot(args.replot)
