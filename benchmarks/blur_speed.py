@@ -10,12 +10,15 @@ and `KiitDDPMScheduler.add_noise`, then prints each as a ratio to the DDPM one.
 import argparse
 import statistics
 import sys
-import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ddpm_kiit import GaussianBlurScheduler, KiitDDPMScheduler
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import call_seconds  # noqa: E402
 
 
 def separable_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
@@ -34,13 +37,7 @@ def separable_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def timed(function, repeats: int) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(call_seconds(function, repeats))
 
 
 def main(argv=None):

@@ -44,13 +44,18 @@ def apply_quick(args):
     return args
 
 
-def best_seconds(function: Callable[[], object], repeats: int) -> float:
-    """The fastest of `repeats` timed calls of `function`, after one untimed warm-up call (allocations, first
-    kernels): the least disturbed measure on a shared machine."""
+def call_seconds(function: Callable[[], object], repeats: int) -> list:
+    """Seconds of each of `repeats` timed calls of `function`, after one untimed warm-up call (allocations, first
+    kernels)."""
     function()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
+
+
+def best_seconds(function: Callable[[], object], repeats: int) -> float:
+    """The fastest of `repeats` timed calls: the least disturbed measure on a shared machine."""
+    return min(call_seconds(function, repeats))
