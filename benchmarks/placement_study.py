@@ -407,12 +407,16 @@ def main(argv=None):
         temp = Path(tempfile.mkdtemp(prefix="placement-study-"))
         args.work_dir, args.results, args.grids = str(temp / "work"), str(temp / "results.json"), str(temp / "grids")
     results = load_results(args.results)
-    results.setdefault("settings", {}).update(
+    settings = results.setdefault("settings", {})
+    settings.update(
         steps=args.steps,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         sampler=f"DDIM {args.inference_steps} steps, seed 0",
-        datasets={d: {**DATASETS[d], "num_samples": num_samples(args, d)} for d in args.datasets},
+    )
+    # Merged, not replaced: a run on one dataset keeps the other's entry.
+    settings.setdefault("datasets", {}).update(
+        {d: {**DATASETS[d], "num_samples": num_samples(args, d)} for d in args.datasets}
     )
     stages = ["train", "sample", "score", "speed", "report"] if args.stage == "all" else [args.stage]
     if "train" in stages:

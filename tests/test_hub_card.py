@@ -26,6 +26,16 @@ def test_save_pretrained_writes_a_card_that_round_trips(tmp_path):
     assert ModelCard(str(card)).data.to_dict() == data
 
 
+def test_card_names_the_improved_backbone_as_such():
+    from ddpm_kiit.models import IMPROVED_CONFIG
+
+    unet = SimpleUNet2DModel(**{**IMPROVED_CONFIG, "block_out_channels": (8, 16), "norm_num_groups": 4})
+    card = render_model_card(KiitDDPMPipeline(unet=unet.eval(), scheduler=KiitDDPMScheduler()))
+    assert "ddpm_kiit-improved" in card.data.to_dict()["tags"]
+    assert card.text.lstrip().startswith("# ddpm-kiit improved SimpleUNet")
+    assert "residual blocks" in card.text
+
+
 def test_card_does_not_claim_the_flaw_for_a_fixed_schedule():
     card = render_model_card(_pipe("squaredcos_cap_v2"))
     assert "alpha_bar_T" not in card.text

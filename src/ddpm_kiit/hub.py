@@ -38,6 +38,14 @@ def _describe_unet(unet) -> str:
     return ", ".join(parts)
 
 
+def _variant_name(config) -> str:
+    """The card's short name of the model: `improved` for the residual GroupNorm backbone (issue 8), else the talk's
+    variant (`simple`, `self_attention`, `cbam`)."""
+    if config.get("block_type", "simple") == "residual":
+        return "improved"
+    return config.attention_type or "simple"
+
+
 NOT_RECORDED = (
     "This pipeline was saved with `save_pretrained` outside `ddpm-kiit train`, so its training command was not "
     "recorded."
@@ -72,7 +80,7 @@ def render_model_card(
 ) -> ModelCard:
     """A model card for a pipeline of ours: metadata the Hub validates, usage, training, samples, limitations."""
     unet, scheduler = pipe.unet, pipe.scheduler
-    variant = unet.config.attention_type or "simple"
+    variant = _variant_name(unet.config)
     card_data = ModelCardData(
         library_name="diffusers",
         pipeline_tag="unconditional-image-generation",
