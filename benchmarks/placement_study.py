@@ -366,16 +366,19 @@ def report(args, results: dict) -> str:
             f"\n{dataset}: n = {num_samples(args, dataset)}, {DATASETS[dataset]['features']} features"
             + (f", real-vs-real floor FID {floor['fid']:.1f}" if floor else "")
         )
-        lines.append("| row | parameters | FID | KID | precision | recall | train img/s | sample img/s | grid |")
+        # KID in Inception features is a few hundredths: shown x1000, as is usual; in the classifier's, as it is.
+        kid_scale = 1000 if DATASETS[dataset]["features"] == "inception" else 1
+        kid_header = "KID x1000" if kid_scale > 1 else "KID"
+        lines.append(f"| row | parameters | FID | {kid_header} | precision | recall | train img/s | sample img/s | grid |")
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for row, entry in rows:
             scores = entry.get("eval", {}).get("scores")
             speed = entry.get("speed", {})
-            cells = [row, f"{entry.get('params', 0) / 1e6:.1f}M"]
+            cells = [row, f"{entry['params'] / 1e6:.1f}M" if "params" in entry else ""]
             if scores:
                 cells += [
                     f"{scores['fid']:.1f}",
-                    f"{scores['kid_mean']:.0f} +- {scores['kid_std']:.0f}",
+                    f"{scores['kid_mean'] * kid_scale:.0f} +- {scores['kid_std'] * kid_scale:.0f}",
                     f"{scores['precision']:.2f}",
                     f"{scores['recall']:.2f}",
                 ]
@@ -393,8 +396,8 @@ def report(args, results: dict) -> str:
             verdict = "outside" if abs(kid_gap) > kid_noise else "within"
             lines.append(
                 f"best: {best} (FID {best_fid:.1f}); next: {second} (FID {second_fid:.1f}); their KID gap "
-                f"{abs(kid_gap):.0f} is {verdict} the sum of their KID standard deviations "
-                f"({kid_noise:.0f})."
+                f"{abs(kid_gap) * kid_scale:.1f} is {verdict} the sum of their KID standard deviations "
+                f"({kid_noise * kid_scale:.1f}{', both x1000' if kid_scale > 1 else ''})."
             )
     return "\n".join(lines)
 
