@@ -39,6 +39,12 @@ def test_card_names_the_improved_backbone_as_such():
 def test_card_does_not_claim_the_flaw_for_a_fixed_schedule():
     card = render_model_card(_pipe("squaredcos_cap_v2"))
     assert "alpha_bar_T" not in card.text
+    assert "zero terminal SNR" not in card.text
+    unet = SimpleUNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16))
+    rescaled = KiitDDPMPipeline(unet=unet, scheduler=KiitDDPMScheduler(rescale_betas_zero_snr=True))
+    card = render_model_card(rescaled)
+    assert "linear betas 0.0001 to 0.02 rescaled to zero terminal SNR" in card.text
+    assert "alpha_bar_T" not in card.text
     assert "not recorded" in card.text
 
 

@@ -6,7 +6,10 @@ import shlex
 import sys
 from typing import List, Optional
 
+from .pretrained import SHIPPED, resolve_pipeline
 from .sampling import SCHEDULERS
+
+SHIPPED_NAMES = ", ".join(SHIPPED)
 
 
 def _positive_int(value: str) -> int:
@@ -30,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="Sample images from a saved pipeline into one grid image.")
     generate.add_argument(
-        "pipeline", nargs="?", default=None, help="Pipeline folder or Hub id (default: the shipped MNIST pipeline)."
+        "pipeline",
+        nargs="?",
+        default=None,
+        help=f"Pipeline folder, Hub id, or the name of a shipped one ({SHIPPED_NAMES}; default: mnist).",
     )
     generate.add_argument("--num-images", type=_positive_int, default=16)
     generate.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="kiit")
@@ -42,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--overwrite", action="store_true", help="Replace existing output files.")
 
     compare = commands.add_parser("compare-schedulers", help="One pipeline, one seed, several schedulers.")
-    compare.add_argument("pipeline")
+    compare.add_argument("pipeline", help=f"Pipeline folder, Hub id, or the name of a shipped one ({SHIPPED_NAMES}).")
     compare.add_argument("--schedulers", default="kiit,ddpm,ddim,dpm-solver++,euler")
     compare.add_argument("--steps", type=_int_list, default=[10, 50])
     compare.add_argument("--num-images", type=_positive_int, default=4)
@@ -63,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument(
         "--pipeline",
         default=None,
-        help="Pipeline folder or Hub id shown when the page opens (default: the shipped MNIST pipeline).",
+        help=f"Pipeline folder, Hub id or shipped name ({SHIPPED_NAMES}) shown when the page opens (default: mnist).",
     )
     app.add_argument("--host", default="127.0.0.1", help="Interface to bind (0.0.0.0 serves your whole network).")
     app.add_argument("--port", type=_positive_int, default=7860)
@@ -76,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--no-hub", action="store_true", help="Load local folders only, never Hub ids.")
 
     evaluate = commands.add_parser("evaluate", help="FID/KID/precision/recall/copy check against held-out images.")
-    evaluate.add_argument("pipeline")
+    evaluate.add_argument("pipeline", help=f"Pipeline folder, Hub id, or the name of a shipped one ({SHIPPED_NAMES}).")
     evaluate.add_argument("--dataset", default="mnist")
     evaluate.add_argument("--num-samples", type=_positive_int, default=1000)
     evaluate.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="Default: the pipeline's own.")
@@ -187,10 +193,6 @@ def _generate(args) -> str:
     for path in filter(None, (args.out, args.strip)):
         if not args.overwrite and os.path.exists(path):
             raise ValueError(f"{path!r} already exists; choose another path or pass --overwrite.")
-    if args.pipeline is None:
-        from .pretrained import shipped_pipeline
-
-        args.pipeline = str(shipped_pipeline())
     pipe = swap_scheduler(load_pipeline(args.pipeline, args.device), args.scheduler)
     steps = args.steps or pipe.scheduler.config.num_train_timesteps
     recorder = DenoisingRecorder.evenly(steps) if args.strip else None
@@ -288,6 +290,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
+        if args.command in ("generate", "compare-schedulers", "evaluate") or getattr(args, "pipeline", None):
+            args.pipeline = resolve_pipeline(args.pipeline)
         message = COMMANDS[args.command](args)
     except (ValueError, OSError) as error:
         print(f"ddpm-kiit {args.command}: error: {error}", file=sys.stderr)

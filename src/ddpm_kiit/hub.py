@@ -62,9 +62,10 @@ def _describe_scheduler(config) -> str:
             f"T = {config.num_train_timesteps}, Gaussian blur from {config.sigma_min:g} to {config.sigma_max:g} px "
             f"({config.blur_schedule}), {process}, predicting {config.prediction_type}"
         )
+    rescaled = " rescaled to zero terminal SNR" if config.get("rescale_betas_zero_snr") else ""
     return (
         f"T = {config.num_train_timesteps}, {config.beta_schedule} betas {config.beta_start:g} to "
-        f"{config.beta_end:g}, predicting {config.prediction_type}"
+        f"{config.beta_end:g}{rescaled}, predicting {config.prediction_type}"
     )
 
 
