@@ -369,7 +369,9 @@ def report(args, results: dict) -> str:
         # KID in Inception features is a few hundredths: shown x1000, as is usual; in the classifier's, as it is.
         kid_scale = 1000 if DATASETS[dataset]["features"] == "inception" else 1
         kid_header = "KID x1000" if kid_scale > 1 else "KID"
-        lines.append(f"| row | parameters | FID | {kid_header} | precision | recall | train img/s | sample img/s | grid |")
+        columns = ["row", "parameters", "FID", kid_header, "precision", "recall", "train img/s", "sample img/s"]
+        columns.append("grid")
+        lines.append("| " + " | ".join(columns) + " |")
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for row, entry in rows:
             scores = entry.get("eval", {}).get("scores")

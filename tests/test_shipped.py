@@ -95,7 +95,8 @@ def test_generate_without_a_pipeline_uses_the_shipped_mnist_one(tmp_path):
 
 def test_generate_takes_a_shipped_pipeline_by_name(tmp_path):
     out = tmp_path / "emoji.png"
-    assert cli(["generate", "emoji", "--num-images", "4", "--scheduler", "ddim", "--steps", "5", "--out", str(out)]) == 0
+    flags = ["--num-images", "4", "--scheduler", "ddim", "--steps", "5", "--out", str(out)]
+    assert cli(["generate", "emoji", *flags]) == 0
     image = Image.open(out)
     assert image.size == (2 * 32, 2 * 32) and image.mode == "RGB"
 

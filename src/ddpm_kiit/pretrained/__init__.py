@@ -1,8 +1,8 @@
 """Pipelines that ship inside the package, so a fresh install makes real images with no training and no network.
 
 Each is a folder written by `examples/train.py` (its model card, README.md, holds the command that trained it and its
-measured scores): load one with `KiitDDPMPipeline.from_pretrained(shipped_pipeline("mnist"))`, or name it on the command line
-(`ddpm-kiit generate emoji`).
+measured scores): load one with `KiitDDPMPipeline.from_pretrained(shipped_pipeline("mnist"))`, or name it on the
+command line (`ddpm-kiit generate emoji`).
 """
 
 import os
