@@ -4,8 +4,8 @@
 
 Scores (FID, KID, precision, recall: `evaluate_pipeline`, classifier features, against mnist-full's test digits, the
 real-vs-real floor beside them) and seconds per image for our 300-step sampler (`KiitDDPMScheduler`, every training
-timestep), and for DDIM and DPM-Solver++ (stock Diffusers schedulers built from the pipeline's scheduler config) at
-50, 20 and 10 steps, each with leading and with trailing timestep spacing. Every configuration samples the same
+timestep, also respaced), and for DDIM, DPM-Solver++, SDE-DPM-Solver++ and UniPC (stock Diffusers schedulers built
+from the pipeline's scheduler config) at 50, 20 and 10 steps, each with leading and with trailing timestep spacing. Every configuration samples the same
 seeds with the same fast-inference settings (bf16 autocast, channels_last, inference_mode where the CPU supports
 bf16).
 
@@ -29,13 +29,14 @@ from ddpm_kiit.sampling import swap_scheduler
 # never starts at the last training timestep) and with "trailing", which does: Lin et al. 2024 recommend it for models
 # trained to zero terminal SNR, as ours are, since only the last timestep is pure noise.
 # Our own sampler respaced (ancestral DDPM steps between the kept timesteps) is the stochastic counterpart of DDIM.
+# SDE-DPM-Solver++ (Lu et al. 2022, the stochastic second-order solver) and UniPC (Zhao et al. 2023) join them.
 CONFIGS = [
     ("kiit", None, None),
     *[("kiit", steps, "leading") for steps in (50, 20, 10)],
     *[
         (name, steps, spacing)
         for spacing in ("leading", "trailing")
-        for name in ("ddim", "dpm-solver++")
+        for name in ("ddim", "dpm-solver++", "dpm-solver++-sde", "unipc")
         for steps in (50, 20, 10)
     ],
 ]

@@ -41,6 +41,30 @@ def test_stock_schedulers_drop_in(small_pipe, name):
     np.testing.assert_array_equal(first, second)
 
 
+def test_ddim_eta_adds_seeded_noise_and_other_schedulers_refuse_it(small_pipe):
+    swap_scheduler(small_pipe, "ddim")
+
+    def run(eta, seed=0):
+        return small_pipe(num_inference_steps=8, eta=eta, generator=torch.manual_seed(seed), output_type="np").images
+
+    deterministic, stochastic = run(0.0), run(1.0)
+    assert not np.array_equal(deterministic, stochastic)
+    np.testing.assert_array_equal(stochastic, run(1.0))  # the generator drives the fresh noise
+    assert not np.array_equal(stochastic, run(1.0, seed=1))
+    with pytest.raises(ValueError, match=r"`eta` must be a number in \[0, 1\].*got 1.5"):
+        run(1.5)
+    swap_scheduler(small_pipe, "kiit")
+    with pytest.raises(ValueError, match="KiitDDPMScheduler does not. Swap in DDIMScheduler"):
+        run(0.5)
+
+
+def test_schedulers_whose_step_takes_no_generator_drop_in(small_pipe):
+    # UniPC's `step` takes neither `generator` nor `eta`: the pipeline passes only what a scheduler's step accepts.
+    swap_scheduler(small_pipe, "unipc")
+    assert small_pipe.prepare_extra_step_kwargs(torch.manual_seed(0), 0.0) == {}
+    assert np.isfinite(_images(small_pipe, steps=8)).all()
+
+
 @pytest.mark.parametrize("loader", ["ours", "diffusion_pipeline"])
 def test_saved_pipeline_reloads_and_gives_identical_images(tmp_path, small_pipe, loader):
     small_pipe.save_pretrained(tmp_path)

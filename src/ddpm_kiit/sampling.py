@@ -12,6 +12,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
 )
 from diffusers.utils import make_image_grid
 from PIL import Image, ImageDraw
@@ -24,8 +25,10 @@ SCHEDULERS = {
     "ddpm": (DDPMScheduler, {}),
     "ddim": (DDIMScheduler, {}),
     "dpm-solver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
+    "dpm-solver++-sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"}),
     "euler": (EulerDiscreteScheduler, {}),
     "euler-ancestral": (EulerAncestralDiscreteScheduler, {}),
+    "unipc": (UniPCMultistepScheduler, {}),
 }
 
 

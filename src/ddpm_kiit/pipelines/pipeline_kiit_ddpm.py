@@ -2,6 +2,8 @@
 """Unconditional image generation with a SimpleUNet (or any UNet2DModel-like model) and any Diffusers scheduler."""
 
 import contextlib
+import inspect
+import math
 import os
 import tempfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -187,7 +189,14 @@ class KiitDDPMPipeline(DiffusionPipeline):
                 create_pr=create_pr,
             )
 
-    def _check_inputs(self, batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs):
+    def _check_inputs(self, batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs, eta):
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or not 0 <= eta <= 1:
+            raise ValueError(f"`eta` must be a number in [0, 1] (0 is deterministic DDIM), got {eta!r}.")
+        if eta and "eta" not in self._step_parameters():
+            raise ValueError(
+                f"`eta`={eta} only applies to schedulers whose `step` takes it, such as DDIMScheduler; "
+                f"{type(self.scheduler).__name__} does not. Swap in DDIMScheduler or leave `eta` at 0."
+            )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         total = self.scheduler.config.num_train_timesteps
@@ -208,6 +217,20 @@ class KiitDDPMPipeline(DiffusionPipeline):
                 f"`callback_on_step_end_tensor_inputs` may only name {self._callback_tensor_inputs}, got {unknown}."
             )
 
+    def _step_parameters(self):
+        return set(inspect.signature(self.scheduler.step).parameters)
+
+    def prepare_extra_step_kwargs(self, generator, eta: float) -> Dict:
+        """What this scheduler's `step` takes beyond the tensors: stock schedulers differ (DDIM takes `eta`, the
+        stochastic ones a `generator`, UniPC neither), as in Diffusers' own pipelines."""
+        parameters = self._step_parameters()
+        extra = {}
+        if "eta" in parameters:
+            extra["eta"] = eta
+        if "generator" in parameters:
+            extra["generator"] = generator
+        return extra
+
     @torch.no_grad()
     def __call__(
         self,
@@ -218,6 +241,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Optional[Callable[["KiitDDPMPipeline", int, int, Dict], Dict]] = None,
         callback_on_step_end_tensor_inputs: List[str] = ["latents"],
+        eta: float = 0.0,
     ) -> Union[ImagePipelineOutput, Tuple]:
         r"""
         Generates images from pure noise.
@@ -234,11 +258,13 @@ class KiitDDPMPipeline(DiffusionPipeline):
                 the scheduler's x0 estimate where it gives one, `"model_output"` the raw prediction). Returning a dict
                 with `"latents"` replaces them. [`DenoisingRecorder`] uses it to record the denoising process.
             callback_on_step_end_tensor_inputs (`List[str]`, defaults to `["latents"]`): See above.
+            eta (`float`, defaults to 0.0): DDIM's eta (Song et al. 2021), the share of fresh noise per step: 0 is
+                deterministic DDIM, 1 matches DDPM's variance. Only for schedulers whose `step` takes it.
 
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
         """
-        self._check_inputs(batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs)
+        self._check_inputs(batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs, eta)
         config = self.unet.config
         size = config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
@@ -257,7 +283,8 @@ class KiitDDPMPipeline(DiffusionPipeline):
 
         # Only entered when asked: `torch.inference_mode(False)` would switch gradient tracking back on.
         with torch.inference_mode() if self._inference_mode else contextlib.nullcontext():
-            latents = self._denoise(latents, generator, callback_on_step_end, callback_on_step_end_tensor_inputs)
+            step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+            latents = self._denoise(latents, step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs)
 
         image = (latents / 2 + 0.5).clamp(0, 1)
         if output_type != "pt":
@@ -270,7 +297,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
             return (image,)
         return ImagePipelineOutput(images=image)
 
-    def _denoise(self, latents, generator, callback_on_step_end, callback_on_step_end_tensor_inputs):
+    def _denoise(self, latents, step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs):
         autocast = torch.autocast(
             latents.device.type, dtype=self._autocast_dtype or torch.float32, enabled=self._autocast_dtype is not None
         )
@@ -279,7 +306,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
             with autocast:
                 model_output = self.unet(model_input, t).sample
             model_output = model_output.to(latents.dtype)
-            output = self.scheduler.step(model_output, t, latents, generator=generator)
+            output = self.scheduler.step(model_output, t, latents, **step_kwargs)
             latents = output.prev_sample
             if not torch.isfinite(latents).all():
                 raise FloatingPointError(
