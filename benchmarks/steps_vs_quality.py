@@ -5,9 +5,9 @@
 Scores (FID, KID, precision, recall: `evaluate_pipeline`, classifier features, against mnist-full's test digits, the
 real-vs-real floor beside them) and seconds per image for our 300-step sampler (`KiitDDPMScheduler`, every training
 timestep, also respaced), and for DDIM, DPM-Solver++, SDE-DPM-Solver++ and UniPC (stock Diffusers schedulers built
-from the pipeline's scheduler config) at 50, 20 and 10 steps, each with leading and with trailing timestep spacing. Every configuration samples the same
-seeds with the same fast-inference settings (bf16 autocast, channels_last, inference_mode where the CPU supports
-bf16).
+from the pipeline's scheduler config) at 50, 20 and 10 steps, each with leading and with trailing timestep spacing.
+Every configuration samples the same seeds with the same fast-inference settings (bf16 autocast, channels_last,
+inference_mode where the CPU supports bf16).
 
 Target (issue 10): a 20-step configuration within 10% of the 300-step FID, that is 15x fewer U-Net calls.
 """
