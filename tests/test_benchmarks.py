@@ -37,3 +37,17 @@ def test_benchmark_runs_in_quick_mode(script, monkeypatch, capsys):
     assert exit_info.value.code == 0
     output = capsys.readouterr().out
     assert re.search(r"\d+\.\d+", output), f"{script} printed no figure: {output!r}"
+
+
+def test_steps_vs_quality_reads_the_configs_it_is_given():
+    import argparse
+
+    parse = runpy.run_path(str(BENCHMARKS / "steps_vs_quality.py"))["parse_config"]
+    assert parse("kiit") == ("kiit", None, None)
+    assert parse("dpm-solver++-sde:20:leading") == ("dpm-solver++-sde", 20, "leading")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown sampler 'dpm'"):
+        parse("dpm:20")
+    with pytest.raises(argparse.ArgumentTypeError, match="steps must be a positive integer, got 'x'"):
+        parse("ddim:x")
+    with pytest.raises(argparse.ArgumentTypeError, match="spacing must be leading, trailing or linspace"):
+        parse("ddim:20:late")
