@@ -192,11 +192,6 @@ class KiitDDPMPipeline(DiffusionPipeline):
     def _check_inputs(self, batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs, eta):
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or not 0 <= eta <= 1:
             raise ValueError(f"`eta` must be a number in [0, 1] (0 is deterministic DDIM), got {eta!r}.")
-        if eta and "eta" not in self._step_parameters():
-            raise ValueError(
-                f"`eta`={eta} only applies to schedulers whose `step` takes it, such as DDIMScheduler; "
-                f"{type(self.scheduler).__name__} does not. Swap in DDIMScheduler or leave `eta` at 0."
-            )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         total = self.scheduler.config.num_train_timesteps
@@ -217,13 +212,16 @@ class KiitDDPMPipeline(DiffusionPipeline):
                 f"`callback_on_step_end_tensor_inputs` may only name {self._callback_tensor_inputs}, got {unknown}."
             )
 
-    def _step_parameters(self):
-        return set(inspect.signature(self.scheduler.step).parameters)
-
     def prepare_extra_step_kwargs(self, generator, eta: float) -> Dict:
         """What this scheduler's `step` takes beyond the tensors: stock schedulers differ (DDIM takes `eta`, the
-        stochastic ones a `generator`, UniPC neither), as in Diffusers' own pipelines."""
-        parameters = self._step_parameters()
+        stochastic ones a `generator`, UniPC neither), as in Diffusers' own pipelines. A non-zero `eta` for a
+        scheduler without it is refused rather than ignored."""
+        parameters = set(inspect.signature(self.scheduler.step).parameters)
+        if eta and "eta" not in parameters:
+            raise ValueError(
+                f"`eta`={eta} only applies to schedulers whose `step` takes it, such as DDIMScheduler; "
+                f"{type(self.scheduler).__name__} does not. Swap in DDIMScheduler or leave `eta` at 0."
+            )
         extra = {}
         if "eta" in parameters:
             extra["eta"] = eta
@@ -265,6 +263,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
         """
         self._check_inputs(batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs, eta)
+        step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         config = self.unet.config
         size = config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
@@ -283,7 +282,6 @@ class KiitDDPMPipeline(DiffusionPipeline):
 
         # Only entered when asked: `torch.inference_mode(False)` would switch gradient tracking back on.
         with torch.inference_mode() if self._inference_mode else contextlib.nullcontext():
-            step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
             latents = self._denoise(latents, step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs)
 
         image = (latents / 2 + 0.5).clamp(0, 1)
