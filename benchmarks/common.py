@@ -1,8 +1,12 @@
 """What the benchmark scripts share: quick-mode settings and a training run that leaves no global state behind."""
 
 import argparse
+import os
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
 
 from ddpm_kiit.training import parse_args, train
 
@@ -44,18 +48,58 @@ def apply_quick(args):
     return args
 
 
-def call_seconds(function: Callable[[], object], repeats: int) -> list:
+def call_seconds(function: Callable[[], object], repeats: int, device: Optional[torch.device] = None) -> list:
     """Seconds of each of `repeats` timed calls of `function`, after one untimed warm-up call (allocations, first
-    kernels)."""
+    kernels); on a GPU each call is timed to the end of its kernels."""
     function()
+    synchronize(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         function()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 
 
-def best_seconds(function: Callable[[], object], repeats: int) -> float:
+def best_seconds(function: Callable[[], object], repeats: int, device: Optional[torch.device] = None) -> float:
     """The fastest of `repeats` timed calls: the least disturbed measure on a shared machine."""
-    return min(call_seconds(function, repeats))
+    return min(call_seconds(function, repeats, device))
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="cpu, cuda, or auto (cuda where there is one). Results on a GPU go to a `*_cuda.json` file beside the "
+        "CPU's, which they never overwrite.",
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: this machine has no CUDA device; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {name}: the benchmarks run on cpu or cuda")
+    return device
+
+
+def synchronize(device: Optional[torch.device]) -> None:
+    """Waits for the device's queued kernels, so that a timer read after it measures them (a no-op on the CPU)."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{os.cpu_count()}-core CPU, torch {torch.__version__}"
+
+
+def results_path(path: str, device: torch.device) -> Path:
+    """`path` on the CPU; `name_cuda.json` beside it on a GPU, so that the two machines' figures both stay."""
+    path = Path(path)
+    return path if device.type == "cpu" else path.with_name(f"{path.stem}_{device.type}{path.suffix}")

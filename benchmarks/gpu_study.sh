@@ -4,24 +4,13 @@
 #   samples (MNIST scored there; the emoji scored back on the CPU, where the Inception weights are), and the
 #   results, grids, emoji samples, the best MNIST pipeline and the emoji pipelines of the improved backbone packed
 #   into $OUT (at most 8 files of 16 MiB come back from that machine).
-# The machine has no network: the wheels it lacks and the built-in datasets' cache travel in .gpu/ (not committed):
-#   .gpu/whl/    diffusers, datasets, dill, multiprocess, fsspec, importlib_metadata wheels for Python 3.12
-#   .gpu/cache/  a copy of ~/.cache/ddpm_kiit/datasets/{mnist-full,emoji,mnist}-v2
+# The machine's setup (wheels, caches) is benchmarks/gpu_env.sh.
 # Usage (from the repository root): OUT=/some/folder bash benchmarks/gpu_study.sh [placement_study.py flags]
 set -o pipefail
-: "${OUT:?set OUT to the folder that receives the results}"
-ROOT=$(pwd)
 WORK=${WORK:-/tmp/study}
 DEADLINE=${DEADLINE:-4.5}
 JOBS=${JOBS:-10}
-WHEELS=${WHEELS:-.gpu/whl}
-export PYTHONUNBUFFERED=1 DDPM_KIIT_CACHE=$ROOT/.gpu/cache HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-if [ -d "$WHEELS" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$ROOT/src
-fi
-nvidia-smi -L 2>/dev/null
-python3 -c "import torch, diffusers, datasets, accelerate; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'datasets', datasets.__version__, 'accelerate', accelerate.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+source benchmarks/gpu_env.sh
 mkdir -p "$WORK"
 
 echo "== fp16 training test"

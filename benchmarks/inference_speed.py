@@ -1,6 +1,6 @@
 """Inference speed-ups of `KiitDDPMPipeline.enable_fast_inference`, each against fp32 eager, side by side in one run.
 
-    python benchmarks/inference_speed.py [--quick] [--steps 100] [--rounds 2] [--fid-samples 1000]
+    python benchmarks/inference_speed.py [--quick] [--steps 100] [--rounds 2] [--fid-samples 1000] [--device cpu]
 
 A full sampling run (the pipeline's own sampler respaced to 100 steps, batch 16, 32x32) of the shipped MNIST
 pipeline for each configuration; configurations alternate within each round and the best round counts. Printed:
@@ -15,7 +15,6 @@ real-vs-real floor's spread at least 3x.
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,9 @@ import torch
 
 from ddpm_kiit import KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
 from ddpm_kiit.pretrained import shipped_pipeline
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import add_device_argument, machine, resolve_device, results_path, synchronize  # noqa: E402
 
 CONFIGS = {
     "fp32 eager": None,
@@ -41,21 +43,22 @@ CONFIGS = {
 EXACT = {"fp32 eager", "inference_mode", "channels_last", "channels_last + inference_mode"}
 
 
-def build(config, quick: bool) -> KiitDDPMPipeline:
+def build(config, quick: bool, device: torch.device) -> KiitDDPMPipeline:
     if quick:
         torch.manual_seed(0)  # the same weights for every configuration
         unet = SimpleUNet2DModel(block_out_channels=(8, 16), time_embedding_dim=8, in_channels=1, out_channels=1)
         pipe = KiitDDPMPipeline(unet=unet.eval(), scheduler=KiitDDPMScheduler())
     else:
         pipe = KiitDDPMPipeline.from_pretrained(shipped_pipeline("mnist"))
-    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device).set_progress_bar_config(disable=True)
     return pipe.enable_fast_inference(**config) if config is not None else pipe
 
 
 def run(pipe, batch: int, steps: int):
     start = time.perf_counter()
-    images = pipe(batch_size=batch, num_inference_steps=steps, generator=torch.manual_seed(0), output_type="pt")
-    return time.perf_counter() - start, images.images
+    images = pipe(batch_size=batch, num_inference_steps=steps, generator=torch.manual_seed(0), output_type="pt").images
+    synchronize(images.device)
+    return time.perf_counter() - start, images
 
 
 def main(argv=None):
@@ -66,10 +69,12 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--fid-samples", type=int, default=1000, help="0 skips the FID check.")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "inference_speed.json"))
+    add_device_argument(parser)
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
     configs = {k: v for k, v in CONFIGS.items() if not (args.quick and v and v.get("compile"))}
     steps, rounds = (3, 1) if args.quick else (args.steps, args.rounds)
-    pipes = {name: build(config, args.quick) for name, config in configs.items()}
+    pipes = {name: build(config, args.quick, device) for name, config in configs.items()}
 
     first_call = {}
     reference = None
@@ -108,7 +113,7 @@ def main(argv=None):
     print(f"fastest inexact: {fastest[1]} {fastest[0]:.2f}x (target 3x with FID within the floor's spread)")
 
     result = {
-        "machine": f"{os.cpu_count()}-core CPU, torch {torch.__version__}",
+        "machine": machine(device),
         "batch": args.batch,
         "steps": steps or 300,
         "rounds": rounds,
@@ -136,7 +141,7 @@ def main(argv=None):
             f"{'within' if within else 'outside'} the real-vs-real floor ({floor:.2f}) at this n"
         )
     if not args.quick:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        results_path(args.out, device).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

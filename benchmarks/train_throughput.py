@@ -6,7 +6,8 @@ Both train the default model (`ddpm_kiit.training.DEFAULT_MODEL_CONFIG`) on the 
 AdamW, gradient clipping, EMA and the same mixed precision. "Ours" is `ddpm_kiit.training.train` (Accelerate,
 seeded per-step noise, loss gathering, progress bar, logging); its loop time comes from `train_summary.json`, which
 excludes data preparation and the final sample grid. The bare loop is what one would write by hand. Runs alternate
-so that machine noise hits both; the ratio of medians is printed. Target: ours >= 0.95x the bare loop.
+so that machine noise hits both; the ratio of medians is printed and written to results/train_throughput.json
+(`_cuda.json` on a GPU, which both loops use where there is one, as `train` does). Target: ours >= 0.95x the bare loop.
 """
 
 import argparse
@@ -28,12 +29,14 @@ from ddpm_kiit.training.allocator import keep_freed_memory
 from ddpm_kiit.training.loop import default_mixed_precision
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import reset_accelerate  # noqa: E402
+from common import machine, reset_accelerate, results_path  # noqa: E402
 
 
 def bare_loop(images: torch.Tensor, steps: int, batch_size: int, mixed_precision: str) -> float:
     torch.manual_seed(0)
+    device = images.device
     unet = SimpleUNet2DModel(**{**DEFAULT_MODEL_CONFIG, "sample_size": 32, "in_channels": 1, "out_channels": 1})
+    unet.to(device)
     scheduler = KiitDDPMScheduler()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=2e-3)
     ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True, power=3 / 4)
@@ -41,11 +44,11 @@ def bare_loop(images: torch.Tensor, steps: int, batch_size: int, mixed_precision
     unet.train()
     start = time.perf_counter()
     for _ in range(steps):
-        clean = images[torch.randint(0, len(images), (batch_size,))]
+        clean = images[torch.randint(0, len(images), (batch_size,), device=device)]
         noise = torch.randn_like(clean)
-        timesteps = torch.randint(0, 300, (batch_size,))
+        timesteps = torch.randint(0, 300, (batch_size,), device=device)
         noisy = scheduler.add_noise(clean, noise, timesteps)
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             prediction = unet(noisy, timesteps).sample
         loss = F.mse_loss(prediction.float(), noise)
         loss.backward()
@@ -53,7 +56,7 @@ def bare_loop(images: torch.Tensor, steps: int, batch_size: int, mixed_precision
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         ema.step(unet.parameters())
-        loss.item()  # the hand-written loop logs its loss too
+        loss.item()  # the hand-written loop logs its loss too (and so waits for the device)
     return steps * batch_size / (time.perf_counter() - start)
 
 
@@ -83,16 +86,29 @@ def main(argv=None):
         args.steps, args.rounds, args.batch_size = 3, 1, 8
     mixed_precision = default_mixed_precision()
     keep_freed_memory()  # what `train` does (--tune_malloc), made before either loop runs so that both have it
-    images = dataset_to_tensor(load_image_dataset("mnist"), ImageTransform(32, 1))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # what `train` (Accelerate) picks
+    images = dataset_to_tensor(load_image_dataset("mnist"), ImageTransform(32, 1)).to(device)
     ours, bare = [], []
     for _ in range(args.rounds):
         ours.append(our_loop(args.steps, args.batch_size, mixed_precision))
         bare.append(bare_loop(images, args.steps, args.batch_size, mixed_precision))
     ratio = statistics.median(ours) / statistics.median(bare)
-    print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}, mixed precision {mixed_precision}")
+    print(f"machine: {machine(device)}, mixed precision {mixed_precision}")
     print(f"ours: {[round(x, 1) for x in ours]} images/s")
     print(f"bare: {[round(x, 1) for x in bare]} images/s")
     print(f"ours / bare = {ratio:.3f} (target >= 0.95)")
+    if not args.quick:
+        result = {
+            "machine": machine(device),
+            "mixed_precision": mixed_precision,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "ours_images_per_second": ours,
+            "bare_images_per_second": bare,
+            "ratio": round(ratio, 3),
+        }
+        out = results_path(str(Path(__file__).parent / "results" / "train_throughput.json"), device)
+        out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -51,3 +51,26 @@ def test_steps_vs_quality_reads_the_configs_it_is_given():
         parse("ddim:x")
     with pytest.raises(argparse.ArgumentTypeError, match="spacing must be leading, trailing or linspace"):
         parse("ddim:20:late")
+
+
+def test_gpu_results_never_overwrite_the_cpu_ones():
+    import torch
+
+    common = runpy.run_path(str(BENCHMARKS / "common.py"))
+    assert common["results_path"]("results/x.json", torch.device("cpu")) == Path("results/x.json")
+    assert common["results_path"]("results/x.json", torch.device("cuda", 0)) == Path("results/x_cuda.json")
+    assert common["resolve_device"]("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert common["resolve_device"]("auto") == torch.device("cpu")
+        with pytest.raises(SystemExit, match="--device cuda: this machine has no CUDA device; use --device cpu"):
+            common["resolve_device"]("cuda")
+    with pytest.raises(SystemExit, match="--device mps: the benchmarks run on cpu or cuda"):
+        common["resolve_device"]("mps")
+
+
+def test_steps_vs_quality_refuses_full_with_configs(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["steps_vs_quality.py", "--full", "--configs", "kiit"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(BENCHMARKS / "steps_vs_quality.py"), run_name="__main__")
+    assert exit_info.value.code == 2
+    assert "give either --full or --configs" in capsys.readouterr().err
