@@ -273,3 +273,40 @@ def test_shipped_fashion_mnist_classifier_is_accurate():
     test = reference_images("fashion-mnist", "test", 1, 32)
     labels = torch.tensor(load_image_dataset("fashion-mnist", split="test")["label"])
     assert accuracy(network, test, labels) > 0.9
+
+
+@needs_classifier
+def test_reference_features_are_kept_on_disk_and_give_the_same_scores(tmp_path, monkeypatch):
+    from ddpm_kiit.evaluation import evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "features_cache_dir", lambda cache_dir=None: tmp_path)
+    extracted = []
+    real_extract = evaluate_module.extract_features
+    monkeypatch.setattr(
+        evaluate_module,
+        "extract_features",
+        lambda net, images: extracted.append(len(images)) or real_extract(net, images),
+    )
+    samples = torch.rand(40, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def fresh_process_score(num_samples=40):
+        evaluate_module._REFERENCE_CACHE.clear()  # as a new process starts
+        extracted.clear()
+        return evaluate_module.score_samples(samples[:num_samples], "mnist", "classifier")
+
+    first = fresh_process_score()
+    computed = [40, 4500, 40, 40]  # held-out, copy check (all 4,500 training digits), floor's training images, samples
+    assert extracted == computed
+    (cached,) = tmp_path.glob("reference-*.safetensors")
+    again = fresh_process_score()
+    assert extracted == [40], "only the samples' features are new; the real side comes from disk"
+    assert again == first  # the same numbers exactly, floor included
+
+    cached.write_bytes(cached.read_bytes()[:100])  # a truncated file: recomputed and replaced, never trusted
+    assert fresh_process_score() == first
+    assert extracted == computed
+    assert fresh_process_score() == first and extracted == [40]
+
+    fresh_process_score(num_samples=30)  # other images, another key
+    assert len(list(tmp_path.glob("reference-*.safetensors"))) == 2
+    assert not list(tmp_path.glob(".*partial"))

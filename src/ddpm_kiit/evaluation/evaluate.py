@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import torch
+from diffusers.utils import logging
 from tqdm.auto import tqdm
 
-from ..data import ImageTransform, dataset_to_tensor, load_image_dataset
+from ..data import ImageTransform, dataset_to_tensor, default_cache_dir, load_image_dataset
 from .features import InceptionFeatures, load_classifier
 from .metrics import copy_fraction, frechet_distance, kernel_inception_distance, precision_recall
 
+logger = logging.get_logger(__name__)
+
 FEATURES = ("classifier", "inception")
 COPY_CHECK_TRAIN_IMAGES = 5000
+REFERENCE_FEATURES_VERSION = 1  # part of every disk-cache key: raise it when what is stored changes meaning
 _REFERENCE_CACHE: Dict[tuple, tuple] = {}  # features of the real images of the last evaluation settings
 _NETWORKS: Dict[tuple, object] = {}
 
@@ -154,6 +158,68 @@ def evaluate_pipeline(
     return report
 
 
+def features_cache_dir(cache_dir=None) -> Path:
+    """Where reference features are kept between runs: `features/` in the datasets' cache."""
+    return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "features"
+
+
+def _fingerprint(*parts) -> str:
+    """sha256 of tensors (dtype, shape and bytes) and plain values, in order."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            part = part.detach().cpu().contiguous()
+            digest.update(f"{part.dtype}{tuple(part.shape)}".encode())
+            digest.update(part.view(torch.uint8).numpy().tobytes() if part.numel() else b"")
+        else:
+            digest.update(repr(part).encode())
+    return digest.hexdigest()
+
+
+def _network_fingerprint(network) -> str:
+    if not hasattr(network, "_ddpm_kiit_fingerprint"):  # hashing Inception's 24M weights takes a fraction of a second
+        state = network.state_dict()
+        parts = [part for name in sorted(state) for part in (name, state[name])]
+        network._ddpm_kiit_fingerprint = _fingerprint(*parts)
+    return network._ddpm_kiit_fingerprint
+
+
+def reference_features(network, features: str, real_images, copy_images, floor_images, cache_folder: Path) -> tuple:
+    """(features of the held-out images, features of the copy check's training images, the real-vs-real floor).
+
+    Kept in `cache_folder` under a key hashed from the network's weights and the exact images, so a changed dataset,
+    network or setting never reads stale features. The floor is scored from `floor_images` as before the cache
+    existed, so scores are the same with and without it. An unreadable cache file is recomputed and replaced.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open, save_file
+
+    key = _fingerprint(
+        REFERENCE_FEATURES_VERSION, features, _network_fingerprint(network), real_images, copy_images, floor_images
+    )
+    path = Path(cache_folder) / f"reference-{key[:32]}.safetensors"
+    if path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                floor = json.loads(handle.metadata()["floor"])
+            tensors = load_file(str(path))
+            return tensors["real"], tensors["copy"], floor
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError) as error:
+            logger.warning(f"Ignoring the unreadable feature cache {path} ({error}); computing the features again.")
+    real = extract_features(network, real_images)
+    copy_features = extract_features(network, copy_images)
+    floor = score(real, extract_features(network, floor_images))
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:  # a finished file appears whole (written aside, then renamed) or not at all
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"real": real, "copy": copy_features}, str(partial), metadata={"floor": json.dumps(floor)})
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        logger.warning(f"Could not keep the reference features in {path.parent} ({error}); they are computed again.")
+    return real, copy_features, floor
+
+
 def score_samples(
     samples: torch.Tensor, dataset: str = "mnist", features: str = "classifier", seed: int = 0, cache_dir=None
 ) -> Dict:
@@ -171,12 +237,17 @@ def score_samples(
     key = (features, dataset, str(cache_dir), channels, size, seed, num_samples)
     if key not in _REFERENCE_CACHE:
         # The real side is the same for every pipeline scored at these settings: with Inception on a CPU it is most
-        # of the work (the copy check alone reads up to 5,000 training images), so comparisons compute it once.
-        real = extract_features(network, test[real_index])
-        train_features = extract_features(network, train[train_index[:COPY_CHECK_TRAIN_IMAGES]])
-        floor = score(real, extract_features(network, train[train_index[:num_samples]]))
+        # of the work (the copy check alone reads up to 5,000 training images), so it is computed once per process
+        # and kept on disk for the next one.
         _REFERENCE_CACHE.clear()  # one entry: a few MB of features, not a growing store
-        _REFERENCE_CACHE[key] = (real, train_features, floor)
+        _REFERENCE_CACHE[key] = reference_features(
+            network,
+            features,
+            test[real_index],
+            train[train_index[:COPY_CHECK_TRAIN_IMAGES]],
+            train[train_index[:num_samples]],
+            features_cache_dir(cache_dir),
+        )
     real, train_features, floor = _REFERENCE_CACHE[key]
     fake = extract_features(network, samples)
     return {
