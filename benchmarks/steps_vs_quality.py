@@ -6,7 +6,7 @@ Scores (FID, KID, precision, recall: `evaluate_pipeline`, classifier features, a
 real-vs-real floor beside them) and seconds per image for our 300-step sampler (`KiitDDPMScheduler`, every training
 timestep) against 20-step samplers: ours respaced, and DDIM, DPM-Solver++, SDE-DPM-Solver++ and UniPC (stock
 Diffusers schedulers built from the pipeline's scheduler config), each with the timestep spacing that scored best
-for it in the full sweep (4.5 minutes here). `--full` runs the full sweep (13 minutes here): every sampler at 50, 20
+for it in the full sweep (4.2 minutes here). `--full` runs the full sweep (13 minutes here): every sampler at 50, 20
 and 10 steps, the stock ones with leading and with trailing spacing. Every configuration samples the same seeds with
 the same fast-inference settings (bf16 autocast, channels_last, inference_mode where the device supports bf16).
 
