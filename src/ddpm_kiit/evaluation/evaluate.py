@@ -140,12 +140,7 @@ def evaluate_pipeline(
         samples_uint8 = samples_uint8.round().clamp(0, 255).to(torch.uint8)
         samples = samples_uint8.float() / 127.5 - 1
         if cache_file is not None:
-            from safetensors.torch import save_file
-
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache_file.with_name(f".{cache_file.name}.partial")
-            save_file({"samples": samples_uint8}, str(partial))
-            os.replace(partial, cache_file)
+            _save_whole({"samples": samples_uint8}, cache_file)
     sampling_seconds = time.perf_counter() - start
     report = score_samples(samples, dataset, features, seed, cache_dir)
     report.update(
@@ -192,7 +187,7 @@ def reference_features(network, features: str, real_images, copy_images, floor_i
     existed, so scores are the same with and without it. An unreadable cache file is recomputed and replaced.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open, save_file
+    from safetensors.torch import load_file, safe_open
 
     key = _fingerprint(
         REFERENCE_FEATURES_VERSION, features, _network_fingerprint(network), real_images, copy_images, floor_images
@@ -209,15 +204,24 @@ def reference_features(network, features: str, real_images, copy_images, floor_i
     real = extract_features(network, real_images)
     copy_features = extract_features(network, copy_images)
     floor = score(real, extract_features(network, floor_images))
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:  # a finished file appears whole (written aside, then renamed) or not at all
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"real": real, "copy": copy_features}, str(partial), metadata={"floor": json.dumps(floor)})
-        os.replace(partial, path)
+    try:
+        _save_whole({"real": real, "copy": copy_features}, path, metadata={"floor": json.dumps(floor)})
     except OSError as error:
-        partial.unlink(missing_ok=True)
         logger.warning(f"Could not keep the reference features in {path.parent} ({error}); they are computed again.")
     return real, copy_features, floor
+
+
+def _save_whole(tensors: Dict[str, torch.Tensor], path: Path, metadata: Optional[Dict[str, str]] = None):
+    """Writes a safetensors file aside, then renames it: readers see the whole file or none, even after a crash."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        save_file(tensors, str(partial), metadata=metadata)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def score_samples(
