@@ -91,7 +91,7 @@ def main(argv=None):
     ours, bare = [], []
     for _ in range(args.rounds):
         ours.append(our_loop(args.steps, args.batch_size, mixed_precision))
-        bare.append(bare_loop(images, args.steps, args.batch_size, mixed_precision))
+        bare.append(round(bare_loop(images, args.steps, args.batch_size, mixed_precision), 1))
     ratio = statistics.median(ours) / statistics.median(bare)
     print(f"machine: {machine(device)}, mixed precision {mixed_precision}")
     print(f"ours: {[round(x, 1) for x in ours]} images/s")
