@@ -195,6 +195,31 @@ def test_evaluate_command_writes_report_and_reuses_cached_samples(tiny_mnist_pip
 
 
 @needs_classifier
+def test_samples_cache_is_keyed_by_the_weights_and_the_batches_not_only_the_configs(
+    tiny_mnist_pipeline, tmp_path, monkeypatch
+):
+    from ddpm_kiit import KiitDDPMPipeline
+    from ddpm_kiit.evaluation import evaluate as evaluate_module
+
+    generated = []
+    real_generate = evaluate_module.generate_samples
+    monkeypatch.setattr(
+        evaluate_module, "generate_samples", lambda *args, **kwargs: generated.append(1) or real_generate(*args, **kwargs)
+    )
+    pipe = KiitDDPMPipeline.from_pretrained(tiny_mnist_pipeline)
+    settings = dict(dataset="mnist", num_samples=20, num_inference_steps=2, samples_cache=tmp_path)
+    first = evaluate_module.evaluate_pipeline(pipe, **settings)
+    assert evaluate_module.evaluate_pipeline(pipe, **settings)["scores"] == first["scores"]
+    assert len(generated) == 1, "the same pipeline reads its cached samples"
+    with torch.no_grad():
+        pipe.unet.conv_out.bias.add_(0.5)  # as if retrained: the same configs, other weights
+    retrained = evaluate_module.evaluate_pipeline(pipe, **settings)
+    assert len(generated) == 2 and retrained["scores"]["fid"] != first["scores"]["fid"]
+    evaluate_module.evaluate_pipeline(pipe, batch_size=7, **settings)  # other batches are seeded differently
+    assert len(generated) == 3 and len(list(tmp_path.glob("samples-*.safetensors"))) == 3
+
+
+@needs_classifier
 def test_evaluate_refuses_more_samples_than_held_out_images(tiny_mnist_pipeline, capsys):
     from ddpm_kiit.cli import main
 

@@ -128,8 +128,8 @@ def evaluate_pipeline(
 
     cache_file = None
     if samples_cache is not None:
-        key = f"{pipeline_hash(pipe)}-{type(pipe.scheduler).__name__}-{num_inference_steps}-{num_samples}-{seed}"
-        cache_file = Path(samples_cache) / f"samples-{key}.safetensors"
+        key = _samples_fingerprint(pipe, num_samples, batch_size, seed, num_inference_steps)
+        cache_file = Path(samples_cache) / f"samples-{key[:32]}.safetensors"
     if cache_file is not None and cache_file.is_file():
         from safetensors.torch import load_file
 
@@ -165,10 +165,21 @@ def _fingerprint(*parts) -> str:
         if isinstance(part, torch.Tensor):
             part = part.detach().cpu().contiguous()
             digest.update(f"{part.dtype}{tuple(part.shape)}".encode())
-            digest.update(part.view(torch.uint8).numpy().tobytes() if part.numel() else b"")
+            digest.update(part.reshape(-1).view(torch.uint8).numpy().tobytes() if part.numel() else b"")
         else:
             digest.update(repr(part).encode())
     return digest.hexdigest()
+
+
+def _samples_fingerprint(pipe, *settings) -> str:
+    """What generated samples depend on: both configs, the unet's weights (a retrained model keeps its configs), the
+    autocast dtype, the device type and the sampling settings (each batch is seeded from its index, so the batch
+    size matters too)."""
+    state = pipe.unet.state_dict()
+    weights = [part for name in sorted(state) for part in (name, state[name])]
+    autocast = getattr(pipe, "autocast_dtype", None)
+    scheduler = type(pipe.scheduler).__name__
+    return _fingerprint(pipeline_hash(pipe), scheduler, str(autocast), pipe.device.type, *settings, *weights)
 
 
 def _network_fingerprint(network) -> str:
