@@ -204,7 +204,9 @@ def test_samples_cache_is_keyed_by_the_weights_and_the_batches_not_only_the_conf
     generated = []
     real_generate = evaluate_module.generate_samples
     monkeypatch.setattr(
-        evaluate_module, "generate_samples", lambda *args, **kwargs: generated.append(1) or real_generate(*args, **kwargs)
+        evaluate_module,
+        "generate_samples",
+        lambda *args, **kwargs: generated.append(1) or real_generate(*args, **kwargs),
     )
     pipe = KiitDDPMPipeline.from_pretrained(tiny_mnist_pipeline)
     settings = dict(dataset="mnist", num_samples=20, num_inference_steps=2, samples_cache=tmp_path)

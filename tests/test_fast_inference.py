@@ -1,5 +1,7 @@
 """Issue 10: the pipeline's inference speed-ups, and why BatchNorm is not folded."""
 
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,16 @@ def test_channels_last_and_inference_mode_are_exact():
     fast = pipeline().enable_fast_inference(channels_last=True, autocast_dtype=None, inference_mode=True)
     assert fast.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(sample(fast), reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(compiler) for compiler in ("g++", "clang++", "c++")),
+    reason="torch.compile on a CPU writes C++ kernels and needs a compiler",
+)
+def test_compiled_float32_sampling_matches_eager_up_to_rounding():
+    reference = sample(pipeline())
+    fast = pipeline().enable_fast_inference(channels_last=True, autocast_dtype=None, compile=True)
+    torch.testing.assert_close(sample(fast), reference, rtol=1e-4, atol=1e-4)
 
 
 def test_bf16_autocast_runs_the_unet_in_bf16_and_keeps_the_latents_in_float32():
