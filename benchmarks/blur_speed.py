@@ -4,10 +4,12 @@
 
 Times `GaussianBlurScheduler.add_noise` (per-sample t) with the DCT (reflect) and DFT (circular) implementations,
 a separable spatial convolution with per-sample kernels (the alternative the scheduler's docstring argues against),
-and `KiitDDPMScheduler.add_noise`, then prints each as a ratio to the DDPM one.
+and `KiitDDPMScheduler.add_noise`, then prints each as a ratio to the DDPM one and writes them to
+`results/blur_speed.json`.
 """
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 from ddpm_kiit import GaussianBlurScheduler, KiitDDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import call_seconds  # noqa: E402
+from common import call_seconds, machine  # noqa: E402
 
 
 def separable_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
@@ -47,6 +49,7 @@ def main(argv=None):
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "blur_speed.json"))
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.batch = 2, 8
@@ -68,6 +71,17 @@ def main(argv=None):
     print(f"batch {args.batch} x {args.channels} x {args.size} x {args.size}, {torch.get_num_threads()} threads")
     for name, seconds in results.items():
         print(f"{name:<38} {seconds * 1e6:9.0f} us  {seconds / base:6.2f}x ddpm")
+    if not args.quick:
+        result = {
+            "machine": machine(torch.device("cpu")),
+            "threads": torch.get_num_threads(),
+            "shape": [args.batch, args.channels, args.size, args.size],
+            "repeats": args.repeats,
+            "rows": {
+                name: {"microseconds": round(s * 1e6, 1), "vs_ddpm": round(s / base, 2)} for name, s in results.items()
+            },
+        }
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
