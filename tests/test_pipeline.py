@@ -41,6 +41,23 @@ def test_stock_schedulers_drop_in(small_pipe, name):
     np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.parametrize("option", ["use_karras_sigmas", "use_exponential_sigmas"])
+def test_sigma_spacings_that_repeat_timesteps_are_refused_before_sampling(small_pipe, option):
+    # On a zero-terminal-SNR schedule (largest sigma 4096) these spacings repeat the first timesteps; Diffusers'
+    # index lookup then steps past the last sigma and fails with an IndexError at the end of the run.
+    from diffusers import DPMSolverMultistepScheduler
+
+    config = {**small_pipe.scheduler.config, "rescale_betas_zero_snr": True}
+    small_pipe.scheduler = DPMSolverMultistepScheduler.from_config(config, **{option: True})
+    calls = []
+    small_pipe.unet.register_forward_hook(lambda *args: calls.append(1))
+    with pytest.raises(ValueError, match=rf"DPMSolverMultistepScheduler repeats \d+ of its 20 timesteps .*`{option}`"):
+        _images(small_pipe, steps=20)
+    assert not calls, "refused before the first U-Net call"
+    small_pipe.scheduler = DPMSolverMultistepScheduler.from_config(config)  # its default sigmas work
+    assert np.isfinite(_images(small_pipe, steps=20)).all()
+
+
 def test_ddim_eta_adds_seeded_noise_and_other_schedulers_refuse_it(small_pipe):
     swap_scheduler(small_pipe, "ddim")
 
