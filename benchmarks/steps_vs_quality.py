@@ -1,6 +1,6 @@
 """Fewer sampling steps at the same quality: the shipped MNIST pipeline under several samplers and step counts.
 
-    python benchmarks/steps_vs_quality.py [--quick] [--full] [--num-samples 500] [--configs kiit unipc:20:trailing]
+    python benchmarks/steps_vs_quality.py [--quick] [--full] [--num-samples 500] [--seed 0] [--configs kiit ddim:20]
 
 Scores (FID, KID, precision, recall: `evaluate_pipeline`, classifier features, against mnist-full's test digits, the
 real-vs-real floor beside them) and seconds per image for our 300-step sampler (`KiitDDPMScheduler`, every training
@@ -74,6 +74,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="An untrained tiny model, 16 samples, 2 configurations.")
     parser.add_argument("--num-samples", type=int, default=500)
     parser.add_argument(
+        "--seed", type=int, default=0, help="Seeds the samples and the held-out images they are scored against."
+    )
+    parser.add_argument(
         "--configs",
         nargs="+",
         type=parse_config,
@@ -114,7 +117,7 @@ def main(argv=None):
         swap_scheduler(pipe, name)
         if spacing:
             pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, timestep_spacing=spacing)
-        report = evaluate_pipeline(pipe, dataset, num_samples, num_inference_steps=steps)
+        report = evaluate_pipeline(pipe, dataset, num_samples, seed=args.seed, num_inference_steps=steps)
         steps = steps or training_scheduler.config.num_train_timesteps
         row = {
             "sampler": name,
@@ -145,6 +148,7 @@ def main(argv=None):
         result = {
             "machine": machine(device),
             "num_samples": num_samples,
+            "seed": args.seed,
             "bf16_autocast": bf16,
             "floor_fid": floor,
             "rows": rows,
