@@ -51,10 +51,14 @@ def test_sigma_spacings_that_repeat_timesteps_are_refused_before_sampling(small_
     small_pipe.scheduler = DPMSolverMultistepScheduler.from_config(config, **{option: True})
     calls = []
     small_pipe.unet.register_forward_hook(lambda *args: calls.append(1))
-    with pytest.raises(ValueError, match=rf"DPMSolverMultistepScheduler repeats \d+ of its 20 timesteps .*`{option}`"):
+    with pytest.raises(
+        ValueError, match=rf"DPMSolverMultistepScheduler repeats \d+ of its 20 timesteps .*`{option}`"
+    ) as error:
         _images(small_pipe, steps=20)
     assert not calls, "refused before the first U-Net call"
-    small_pipe.scheduler = DPMSolverMultistepScheduler.from_config(config)  # its default sigmas work
+    assert f"from_config(pipe.scheduler.config, {option}=False)" in str(error.value)
+    # the suggested fix works
+    small_pipe.scheduler = DPMSolverMultistepScheduler.from_config(small_pipe.scheduler.config, **{option: False})
     assert np.isfinite(_images(small_pipe, steps=20)).all()
 
 

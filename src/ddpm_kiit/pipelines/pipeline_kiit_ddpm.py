@@ -300,28 +300,34 @@ class KiitDDPMPipeline(DiffusionPipeline):
     def _check_timesteps(self, num_inference_steps: int):
         """Refuses repeated timesteps before any work: schedulers that find their place by looking the timestep up
         (`index_for_timestep`) step past their last sigma when one repeats, with an IndexError at the end of the run.
-        Karras, exponential, beta and Lu sigmas make repeats on our zero-terminal-SNR schedules (the largest sigma is
-        4096, and those spacings crowd the steps near it). Second-order schedulers that repeat every timestep on
-        purpose keep a `state_in_first_order` flag and are left alone."""
+        Karras, exponential, beta and Lu sigmas can repeat timesteps on our zero-terminal-SNR schedules (the largest
+        sigma is 4096, and those spacings crowd the steps near it). Second-order schedulers that repeat every timestep
+        on purpose keep a `state_in_first_order` flag and are left alone."""
         scheduler = self.scheduler
         if not hasattr(scheduler, "index_for_timestep") or hasattr(scheduler, "state_in_first_order"):
             return
         timesteps = scheduler.timesteps
         repeats = len(timesteps) - len(torch.unique(timesteps))
-        if repeats:
-            options = [
-                name
-                for name in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
-                if scheduler.config.get(name)
-            ]
-            cause = f"`{'`, `'.join(options)}`" if options else "its timestep spacing"
-            raise ValueError(
-                f"{type(scheduler).__name__} repeats {repeats} of its {len(timesteps)} timesteps for "
-                f"num_inference_steps={num_inference_steps} (it starts {timesteps[:6].tolist()}) and would step past "
-                f"its end. The cause is {cause} on this schedule (rescale_betas_zero_snr="
-                f"{scheduler.config.get('rescale_betas_zero_snr')}): build the scheduler without it, e.g. "
-                f"`{type(scheduler).__name__}.from_config(pipe.scheduler.config)`."
+        if not repeats:
+            return
+        name = type(scheduler).__name__
+        options = [
+            option
+            for option in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+            if scheduler.config.get(option)
+        ]
+        if options:
+            fix = (
+                f"`{'`, `'.join(options)}` crowd the steps at the noisy end of this schedule (rescale_betas_zero_snr="
+                f"{scheduler.config.get('rescale_betas_zero_snr')}); keep the default sigmas: `pipe.scheduler = "
+                f"{name}.from_config(pipe.scheduler.config, {', '.join(f'{option}=False' for option in options)})`."
             )
+        else:
+            fix = "Use fewer num_inference_steps or another timestep_spacing."
+        raise ValueError(
+            f"{name} repeats {repeats} of its {len(timesteps)} timesteps for num_inference_steps="
+            f"{num_inference_steps} (it starts {timesteps[:6].tolist()}) and would step past its end. {fix}"
+        )
 
     def _denoise(self, latents, step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs):
         autocast = torch.autocast(
