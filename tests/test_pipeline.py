@@ -157,6 +157,30 @@ def test_cli_generate_writes_grid_and_strip_and_refuses_to_overwrite(tmp_path, s
     assert grid.read_bytes() == before
 
 
+def test_cli_generate_fast_inference_samples_under_bf16_autocast(tmp_path, small_pipe, monkeypatch):
+    from ddpm_kiit.pipelines import pipeline_kiit_ddpm
+
+    small_pipe.save_pretrained(tmp_path / "pipe")
+    monkeypatch.setattr(pipeline_kiit_ddpm, "native_bf16", lambda device_type: True)  # as on an AMX or recent GPU
+    seen = []
+    real_forward = SimpleUNet2DModel.forward
+    monkeypatch.setattr(
+        SimpleUNet2DModel,
+        "forward",
+        lambda self, *args, **kwargs: (
+            seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+            or real_forward(self, *args, **kwargs)
+        ),
+    )
+    args = ["generate", str(tmp_path / "pipe"), "--num-images", "2", "--steps", "3"]
+    assert main(args + ["--out", str(tmp_path / "plain.png")]) == 0
+    assert set(seen) == {None}
+    seen.clear()
+    assert main(args + ["--out", str(tmp_path / "fast.png"), "--fast-inference"]) == 0
+    assert set(seen) == {torch.bfloat16}
+    assert (tmp_path / "fast.png").is_file()
+
+
 def test_cli_compare_schedulers(tmp_path, small_pipe, capsys):
     small_pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "compare.png"
