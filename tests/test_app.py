@@ -76,6 +76,23 @@ def test_switching_schedulers_leaves_the_cached_pipeline_alone(cache, pipelines)
     assert cache.get(pipelines["noise"]) is pipe  # cached: switching back is instant
 
 
+def test_fast_inference_reaches_every_scheduler_the_app_swaps_in(pipelines, monkeypatch):
+    from ddpm_kiit.pipelines import pipeline_kiit_ddpm
+
+    monkeypatch.setattr(pipeline_kiit_ddpm, "native_bf16", lambda device_type: True)  # as on an AMX CPU or a GPU
+    fast = PipelineCache([pipelines["root"]], AppLimits(max_images=6, max_steps=30), fast_inference=True)
+    pipe = fast.get(pipelines["noise"])
+    assert pipe.autocast_dtype == torch.bfloat16
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    dtypes = []
+    pipe.unet.conv_out.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+    assert with_scheduler(pipe, "ddim").autocast_dtype == torch.bfloat16
+    result = generate(fast, pipelines["noise"], "ddim", steps=3, num_images=1)
+    assert len(result["images"]) == 1 and set(dtypes) == {torch.bfloat16}
+    plain = PipelineCache([pipelines["root"]]).get(pipelines["noise"])
+    assert plain.autocast_dtype is None and with_scheduler(plain, "ddim").autocast_dtype is None
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -62,12 +62,21 @@ class PipelineCache:
     """
     Loads pipelines by local folder or Hub id, keeping the last `max_entries` in memory so that switching back is
     instant. Local folders must lie inside `allowed_dirs`: a server should not read arbitrary paths for its clients.
+    With `fast_inference`, every loaded pipeline samples with `KiitDDPMPipeline.enable_fast_inference()` (bf16
+    autocast where the device computes it natively, channels_last, inference_mode).
     """
 
-    def __init__(self, allowed_dirs: Sequence[os.PathLike], limits: AppLimits = AppLimits(), allow_hub: bool = True):
+    def __init__(
+        self,
+        allowed_dirs: Sequence[os.PathLike],
+        limits: AppLimits = AppLimits(),
+        allow_hub: bool = True,
+        fast_inference: bool = False,
+    ):
         self.allowed_dirs = [Path(d).resolve() for d in allowed_dirs]
         self.limits = limits
         self.allow_hub = allow_hub
+        self.fast_inference = fast_inference
         self._pipelines: "OrderedDict[str, KiitDDPMPipeline]" = OrderedDict()
         self._lock = threading.Lock()
 
@@ -119,6 +128,8 @@ class PipelineCache:
                 f"{reference!r} makes {size}-pixel images; this app serves at most {self.limits.max_sample_size}."
             )
         pipe.set_progress_bar_config(disable=True)
+        if self.fast_inference:
+            pipe.enable_fast_inference()
         with self._lock:
             self._pipelines[key] = pipe
             while len(self._pipelines) > self.limits.max_cached_pipelines:
@@ -146,6 +157,8 @@ def with_scheduler(pipe: KiitDDPMPipeline, name: str) -> KiitDDPMPipeline:
         scheduler = scheduler_class.from_config(config, **overrides)
     copy = KiitDDPMPipeline(unet=pipe.unet, scheduler=scheduler)
     copy.set_progress_bar_config(disable=True)
+    # The unet (channels_last, compiled or not) is shared; the sampling settings live on the pipeline object.
+    copy._autocast_dtype, copy._inference_mode = pipe._autocast_dtype, pipe._inference_mode
     return copy
 
 
@@ -367,9 +380,10 @@ def build_app(
     allowed_dirs: Sequence[os.PathLike] = (".",),
     limits: AppLimits = AppLimits(),
     allow_hub: bool = True,
+    fast_inference: bool = False,
 ):
     """The `gradio.Blocks` app. `pipeline` fills the pipeline box (default: the first shipped pipeline); local
-    pipelines must lie in `allowed_dirs` or be shipped with the package."""
+    pipelines must lie in `allowed_dirs` or be shipped with the package. `fast_inference`: see `PipelineCache`."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
@@ -378,7 +392,7 @@ def build_app(
     shipped = {name: str(path) for name, path in shipped_pipelines().items()}
     pipeline = pipeline or next(iter(shipped.values()), None)
     allowed_dirs = [*allowed_dirs, *(Path(path).parent for path in shipped.values())]
-    cache = PipelineCache(allowed_dirs, limits, allow_hub)
+    cache = PipelineCache(allowed_dirs, limits, allow_hub, fast_inference)
     downloads = Path(tempfile.mkdtemp(prefix="ddpm-kiit-app-"))
 
     def shown_errors(function):
@@ -543,12 +557,13 @@ def launch(
     port: int = 7860,
     allowed_dirs: Sequence[os.PathLike] = (".",),
     allow_hub: bool = True,
+    fast_inference: bool = False,
     **launch_kwargs,
 ):
     """Builds the app and serves it (on loopback unless `host` says otherwise)."""
     allowed = list(allowed_dirs)
     if pipeline and Path(pipeline).expanduser().exists():
         allowed.append(Path(pipeline).expanduser().resolve().parent)
-    demo = build_app(pipeline, allowed, allow_hub=allow_hub)
+    demo = build_app(pipeline, allowed, allow_hub=allow_hub, fast_inference=fast_inference)
     demo.launch(server_name=host, server_port=port, **launch_kwargs)
     return demo
