@@ -89,6 +89,7 @@ def test_fast_inference_reaches_every_scheduler_the_app_swaps_in(pipelines, monk
     assert with_scheduler(pipe, "ddim").autocast_dtype == torch.bfloat16
     result = generate(fast, pipelines["noise"], "ddim", steps=3, num_images=1)
     assert len(result["images"]) == 1 and set(dtypes) == {torch.bfloat16}
+    assert "seed 0, bfloat16 autocast:" in result["info"]
     plain = PipelineCache([pipelines["root"]]).get(pipelines["noise"])
     assert plain.autocast_dtype is None and with_scheduler(plain, "ddim").autocast_dtype is None
 

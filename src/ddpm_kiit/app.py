@@ -207,6 +207,7 @@ def generate(
         callback_on_step_end_tensor_inputs=DenoisingRecorder.tensor_inputs,
     ).images
     seconds = time.perf_counter() - start
+    precision = f", {str(pipe.autocast_dtype).replace('torch.', '')} autocast" if pipe.autocast_dtype else ""
     rows, cols = grid_shape(len(images))
     return {
         "images": images,
@@ -214,7 +215,8 @@ def generate(
         "grid": make_image_grid(images, rows, cols),
         "seconds": seconds,
         "info": (
-            f"{num_images} image(s), {type(pipe.scheduler).__name__}, {steps} steps, seed {seed}: {seconds:.2f} s. "
+            f"{num_images} image(s), {type(pipe.scheduler).__name__}, {steps} steps, seed {seed}{precision}: "
+            f"{seconds:.2f} s. "
             f"The strip shows x_t (top) and the predicted x0 (bottom) at {len(recorder.steps)} steps."
         ),
     }
