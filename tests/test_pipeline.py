@@ -200,7 +200,11 @@ def test_cli_compare_schedulers(tmp_path, small_pipe, capsys):
     assert "ddim@5" in capsys.readouterr().out
     from PIL import Image
 
+    from ddpm_kiit.sampling import label_width
+
     assert Image.open(out).size[1] == 4 * (16 + 14)
+    # four 16-pixel images make a 64-pixel row; the canvas widens so that no label is cut off
+    assert Image.open(out).size[0] >= label_width("ddim, 5 steps, 0.0s") > 4 * 16
 
 
 def test_cli_rejects_a_folder_that_is_not_a_pipeline(tmp_path, capsys):

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser("compare-schedulers", help="One pipeline, one seed, several schedulers.")
     compare.add_argument("pipeline", help=f"Pipeline folder, Hub id, or the name of a shipped one ({SHIPPED_NAMES}).")
-    compare.add_argument("--schedulers", default="kiit,ddpm,ddim,dpm-solver++,euler")
+    compare.add_argument("--schedulers", default="kiit,ddpm,ddim,dpm-solver++,dpm-solver++-sde,euler")
     compare.add_argument("--steps", type=_int_list, default=[10, 50])
     compare.add_argument("--num-images", type=_positive_int, default=4)
     compare.add_argument("--seed", type=int, default=0)

@@ -72,10 +72,15 @@ def grid_shape(count: int) -> tuple:
     return count // cols, cols
 
 
-def labelled(image: Image.Image, label: str) -> Image.Image:
-    """`image` with a white band on top carrying `label`."""
+def label_width(label: str) -> int:
+    """Pixels that `label` needs in `labelled`'s band (PIL's default font)."""
+    return int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(label)) + 4
+
+
+def labelled(image: Image.Image, label: str, width: int = 0) -> Image.Image:
+    """`image` with a white band on top carrying `label`, on a canvas at least `width` pixels wide."""
     band = 14
-    canvas = Image.new("RGB", (image.width, image.height + band), "white")
+    canvas = Image.new("RGB", (max(image.width, width), image.height + band), "white")
     canvas.paste(image.convert("RGB"), (0, band))
     ImageDraw.Draw(canvas).text((2, 1), label, fill="black")
     return canvas
@@ -90,7 +95,7 @@ def compare_schedulers(
     Returns the labelled comparison grid (one row per scheduler and step count) and the seconds each run took.
     """
     original = pipe.scheduler
-    rows: List[Image.Image] = []
+    samples: List[tuple] = []
     seconds: Dict[str, float] = {}
     try:
         for name in schedulers:
@@ -104,8 +109,10 @@ def compare_schedulers(
                 elapsed = time.perf_counter() - start
                 label = f"{name}, {count} steps, {elapsed:.1f}s"
                 seconds[f"{name}@{count}"] = elapsed
-                rows.append(labelled(make_image_grid(images, rows=1, cols=len(images)), label))
+                samples.append((make_image_grid(images, rows=1, cols=len(images)), label))
     finally:
         pipe.scheduler = original
+    width = max(label_width(label) for _, label in samples)  # every label whole, every row as wide
+    rows = [labelled(images, label, width) for images, label in samples]
     grid = make_image_grid(rows, rows=len(rows), cols=1)
     return {"grid": grid, "seconds": seconds}
