@@ -175,18 +175,22 @@ def _samples_fingerprint(pipe, *settings) -> str:
     """What generated samples depend on: both configs, the unet's weights (a retrained model keeps its configs), the
     autocast dtype, the device type and the sampling settings (each batch is seeded from its index, so the batch
     size matters too)."""
-    state = pipe.unet.state_dict()
-    weights = [part for name in sorted(state) for part in (name, state[name])]
     autocast = getattr(pipe, "autocast_dtype", None)
     scheduler = type(pipe.scheduler).__name__
-    return _fingerprint(pipeline_hash(pipe), scheduler, str(autocast), pipe.device.type, *settings, *weights)
+    return _fingerprint(
+        pipeline_hash(pipe), scheduler, str(autocast), pipe.device.type, *settings, *_named_tensors(pipe.unet)
+    )
+
+
+def _named_tensors(module) -> list:
+    """A module's state as `_fingerprint` parts: each name, then its tensor, in name order."""
+    state = module.state_dict()
+    return [part for name in sorted(state) for part in (name, state[name])]
 
 
 def _network_fingerprint(network) -> str:
     if not hasattr(network, "_ddpm_kiit_fingerprint"):  # hashing Inception's 24M weights takes a fraction of a second
-        state = network.state_dict()
-        parts = [part for name in sorted(state) for part in (name, state[name])]
-        network._ddpm_kiit_fingerprint = _fingerprint(*parts)
+        network._ddpm_kiit_fingerprint = _fingerprint(*_named_tensors(network))
     return network._ddpm_kiit_fingerprint
 
 
