@@ -19,8 +19,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm_kiit import SimpleUNet2DModel
+from ddpm_kiit.devices import native_bf16
 from ddpm_kiit.models import IMPROVED_CONFIG
-from ddpm_kiit.pipelines.pipeline_kiit_ddpm import native_bf16
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import add_device_argument, best_seconds, machine, resolve_device, results_path  # noqa: E402

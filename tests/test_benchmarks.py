@@ -28,6 +28,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
         "steps_vs_quality.py",
         "machine_limit.py",
         "malloc_settings.py",
+        "main_job.py",
     ],
 )
 def test_benchmark_runs_in_quick_mode(script, monkeypatch, capsys):

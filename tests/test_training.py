@@ -249,3 +249,59 @@ def test_fp16_training_scales_the_loss_and_samples_are_not_black(tmp_path):
     out = train(parse_args([*flags, "--mixed_precision", "fp16", "--max_train_steps", "20"]))
     grid = np.asarray(Image.open(out / "samples.png").convert("L"), dtype=float)
     assert np.isfinite(grid).all() and grid.std() > 5
+
+
+def _clean_launch_env(tmp_path):
+    """A shell as a new user has it: no thread setting of their own and no Accelerate config file."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["HF_HOME"] = str(tmp_path / "hf-home")  # Accelerate's default config lives under it: there is none
+    return env
+
+
+def _plain_python_threads(env) -> int:
+    probe = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+    return int(subprocess.run(probe, capture_output=True, text=True, env=env, check=True).stdout)
+
+
+def test_accelerate_launch_without_config_trains_on_every_core(tmp_path):
+    env = _clean_launch_env(tmp_path)
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", str(ROOT / "examples" / "train.py"),
+        *tiny_args(tmp_path, "--max_train_steps", "2"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    plain = _plain_python_threads(env)
+    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert summary["threads_per_process"] == [plain]
+    assert f"Process 0 of 1 on cpu: {plain} CPU thread(s) per process" in result.stderr
+
+
+def test_two_local_processes_split_the_cores_and_a_user_setting_wins(tmp_path):
+    env = _clean_launch_env(tmp_path)
+    plain = _plain_python_threads(env)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    script = [str(ROOT / "examples" / "train.py"), *tiny_args(tmp_path, "--max_train_steps", "1")]
+    result = subprocess.run([*launch, *script], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert summary["threads_per_process"] == [max(1, plain // 2)] * 2
+    for rank in (0, 1):
+        assert f"Process {rank} of 2 on cpu: {max(1, plain // 2)} CPU thread(s)" in result.stderr
+
+    # The user's own choice, here through the launcher's flag, is kept as it is.
+    chosen = [*launch[:3], "--num_cpu_threads_per_process", "1", *script, "--overwrite_output_dir"]
+    result = subprocess.run(chosen, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "train_summary.json").read_text())["threads_per_process"] == [1]
+
+
+def test_num_threads_flag_overrides_the_launcher(tmp_path):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", str(ROOT / "examples" / "train.py"),
+        *tiny_args(tmp_path, "--max_train_steps", "1", "--num_threads", "1"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_clean_launch_env(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "train_summary.json").read_text())["threads_per_process"] == [1]
+    assert "1 CPU thread(s) per process (--num_threads)" in result.stderr

@@ -280,23 +280,34 @@ COMMANDS = {
 
 def train_main(argv: Optional[List[str]] = None) -> int:
     """`ddpm-kiit train ...` and `examples/train.py ...`: the flags of `ddpm_kiit.training.args`."""
+    import logging
+
     from .training import NonFiniteLossError, parse_args, train
 
     args = parse_args(argv if argv is not None else sys.argv[1:])
+    # The start-up lines (threads, device, data) are INFO records of our own loggers: show them, as Diffusers'
+    # training scripts show theirs, without turning on every other library's INFO output.
+    package_logger = logging.getLogger("ddpm_kiit")
+    if not package_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s"))
+        package_logger.addHandler(handler)
+        package_logger.setLevel(logging.INFO)
+        package_logger.propagate = False
     try:
         output_dir = train(args)
     except (ValueError, NonFiniteLossError) as error:
         print(f"train: error: {error}", file=sys.stderr)
         return 2
     summary_file = output_dir / "train_summary.json"
-    if summary_file.is_file():  # only the main process writes it
+    if int(os.environ.get("RANK", "0")) == 0 and summary_file.is_file():  # the main process writes and reports it
         import json
 
         summary = json.loads(summary_file.read_text())
         print(
             f"Trained {summary['steps']} steps in {summary['train_seconds'] / 60:.1f} min "
             f"({summary['images_per_second']:.0f} images/s, {summary['num_processes']} process(es), "
-            f"mixed precision {summary['mixed_precision']})."
+            f"CPU threads per process {summary['threads_per_process']}, mixed precision {summary['mixed_precision']})."
         )
         print(f"Samples: {output_dir / 'samples.png'} (and {output_dir / 'samples'}/)")
         print(f"Pipeline: {output_dir} (load with KiitDDPMPipeline.from_pretrained)")

@@ -15,18 +15,9 @@ from diffusers.utils import make_image_grid
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from ..devices import native_bf16
+
 OUTPUT_TYPES = ("pil", "np", "pt")
-
-
-def native_bf16(device_type: str) -> bool:
-    """Whether `device_type` computes bf16 natively: a GPU that supports it, or a CPU with AVX-512 BF16 or AMX."""
-    if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
-    return device_type == "cpu" and (
-        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-    )
 
 
 EXAMPLE_DOC_STRING = """

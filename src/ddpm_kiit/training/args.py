@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="Keep glibc malloc from returning each step's freed memory to the system (faster CPU steps).",
     )
+    optim.add_argument(
+        "--num_threads",
+        type=int,
+        default=None,
+        help="CPU threads per process (default: the launcher's or OMP_NUM_THREADS's choice; where `accelerate "
+        "launch` or `torchrun` imposed its default of 1, each local process gets its share of the physical cores).",
+    )
 
     run = parser.add_argument_group("outputs")
     run.add_argument("--output_dir", default="outputs/ddpm-kiit-mnist")

@@ -1,6 +1,7 @@
 """The Accelerate training loop: scheduler.add_noise -> unet -> loss -> optimizer, with EMA, checkpoints and grids."""
 
 import json
+import logging as std_logging
 import math
 import os
 import shlex
@@ -17,13 +18,15 @@ import torch.nn.functional as F
 from diffusers.utils import logging, make_image_grid
 
 from ..data import ImageTransform, dataset_to_tensor, load_image_dataset
+from ..devices import configure_cpu_threads, native_bf16
 from ..models import SimpleUNet2DModel
-from ..pipelines.pipeline_kiit_ddpm import native_bf16
 from ..schedulers import KiitDDPMScheduler
 from .allocator import keep_freed_memory
 from .args import latest_checkpoint, list_checkpoints, load_model_config, validate_args
 
 logger = logging.get_logger(__name__)
+# Diffusers' loggers keep rank 0's records only; what each process says for itself (its threads) goes through this one.
+process_logger = std_logging.getLogger(f"{__name__}.processes")
 
 STATE_FILE = "training_state.json"
 
@@ -239,6 +242,7 @@ def train(
     from tqdm.auto import tqdm
 
     validate_args(args)
+    threads = configure_cpu_threads(args.num_threads)
     if args.mixed_precision is None:
         args.mixed_precision = default_mixed_precision()
     if args.tune_malloc:
@@ -257,6 +261,12 @@ def train(
     )
     set_seed(args.seed)
     device = accelerator.device
+    if device.type == "cpu":
+        # Accelerate's multi-CPU set-up may set its own thread count while it initialises: ours is the one that holds.
+        torch.set_num_threads(threads.threads)
+    process_logger.info(
+        f"Process {accelerator.process_index} of {accelerator.num_processes} on {device.type}: {threads}"
+    )
 
     # Data, once, as tensors in memory: no image decoding inside the loop.
     dataset = load_image_dataset(
@@ -420,6 +430,8 @@ def train(
                 break
     progress.close()
     train_seconds = time.perf_counter() - loop_start
+    # Every process's CPU thread count, in process order, for the summary (a collective: every process calls it).
+    threads_per_process = accelerator.gather(torch.tensor([torch.get_num_threads()], device=device)).tolist()
     images_seen = (global_step - first_step) * global_batch * args.gradient_accumulation_steps
     summary = {
         "steps": global_step - first_step,
@@ -427,6 +439,7 @@ def train(
         "images_per_second": round(images_seen / max(train_seconds, 1e-9), 1),
         "num_processes": accelerator.num_processes,
         "mixed_precision": args.mixed_precision,
+        "threads_per_process": threads_per_process,
     }
 
     _save_checkpoint(accelerator, unet, ema_model, output_dir, global_step, args.checkpoints_total_limit)
