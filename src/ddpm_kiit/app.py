@@ -63,7 +63,7 @@ class PipelineCache:
     Loads pipelines by local folder or Hub id, keeping the last `max_entries` in memory so that switching back is
     instant. Local folders must lie inside `allowed_dirs`: a server should not read arbitrary paths for its clients.
     With `fast_inference`, every loaded pipeline samples with `KiitDDPMPipeline.enable_fast_inference()` (bf16
-    autocast where the device computes it natively, channels_last, inference_mode).
+    autocast where the device computes it natively, channels_last, inference_mode). Pipelines run on `device`.
     """
 
     def __init__(
@@ -72,8 +72,10 @@ class PipelineCache:
         limits: AppLimits = AppLimits(),
         allow_hub: bool = True,
         fast_inference: bool = False,
+        device: str = "cpu",
     ):
         self.allowed_dirs = [Path(d).resolve() for d in allowed_dirs]
+        self.device = device
         self.limits = limits
         self.allow_hub = allow_hub
         self.fast_inference = fast_inference
@@ -128,6 +130,7 @@ class PipelineCache:
                 f"{reference!r} makes {size}-pixel images; this app serves at most {self.limits.max_sample_size}."
             )
         pipe.set_progress_bar_config(disable=True)
+        pipe.to(self.device)
         if self.fast_inference:
             pipe.enable_fast_inference()
         with self._lock:
@@ -236,7 +239,7 @@ def _to_tensor(image: Image.Image, pipe: KiitDDPMPipeline) -> torch.Tensor:
 
 
 def _to_image(tensor: torch.Tensor) -> Image.Image:
-    array = ((tensor[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    array = ((tensor[0].detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).convert("RGB")
 
 
@@ -257,7 +260,7 @@ def _clean_image(cache: PipelineCache, pipe: KiitDDPMPipeline, image: Optional[I
     fast = with_scheduler(pipe, "default" if isinstance(pipe.scheduler, GaussianBlurScheduler) else "ddim")
     steps = min(50, fast.scheduler.config.num_train_timesteps)
     sample = fast(generator=torch.Generator().manual_seed(seed), num_inference_steps=steps, output_type="pt").images
-    sample = sample * 2 - 1
+    sample = sample.cpu() * 2 - 1
     with _samples_lock:
         seeds = _samples.setdefault(pipe.unet, OrderedDict())
         seeds[seed] = sample
@@ -331,7 +334,7 @@ def reverse(
         scheduler.set_timesteps(min(50, total))
         timesteps = [int(s) for s in scheduler.timesteps if int(s) <= t] or [int(scheduler.timesteps[-1])]
     noise = torch.randn(clean.shape, generator=generator)
-    sample = scheduler.add_noise(clean, noise, torch.tensor([timesteps[0]]))
+    sample = scheduler.add_noise(clean, noise, torch.tensor([timesteps[0]])).to(pipe.device)
     keep = set(np.linspace(0, len(timesteps) - 1, min(points, len(timesteps))).round().astype(int).tolist())
     tops, bottoms = [_to_image(sample)], [_to_image(clean)]
     for index, timestep in enumerate(timesteps):
@@ -383,9 +386,11 @@ def build_app(
     limits: AppLimits = AppLimits(),
     allow_hub: bool = True,
     fast_inference: bool = False,
+    device: str = "cpu",
 ):
     """The `gradio.Blocks` app. `pipeline` fills the pipeline box (default: the first shipped pipeline); local
-    pipelines must lie in `allowed_dirs` or be shipped with the package. `fast_inference`: see `PipelineCache`."""
+    pipelines must lie in `allowed_dirs` or be shipped with the package. `fast_inference`, `device`: see
+    `PipelineCache`."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
@@ -394,7 +399,7 @@ def build_app(
     shipped = {name: str(path) for name, path in shipped_pipelines().items()}
     pipeline = pipeline or next(iter(shipped.values()), None)
     allowed_dirs = [*allowed_dirs, *(Path(path).parent for path in shipped.values())]
-    cache = PipelineCache(allowed_dirs, limits, allow_hub, fast_inference)
+    cache = PipelineCache(allowed_dirs, limits, allow_hub, fast_inference, device)
     downloads = Path(tempfile.mkdtemp(prefix="ddpm-kiit-app-"))
 
     def shown_errors(function):
@@ -560,12 +565,13 @@ def launch(
     allowed_dirs: Sequence[os.PathLike] = (".",),
     allow_hub: bool = True,
     fast_inference: bool = False,
+    device: str = "cpu",
     **launch_kwargs,
 ):
     """Builds the app and serves it (on loopback unless `host` says otherwise)."""
     allowed = list(allowed_dirs)
     if pipeline and Path(pipeline).expanduser().exists():
         allowed.append(Path(pipeline).expanduser().resolve().parent)
-    demo = build_app(pipeline, allowed, allow_hub=allow_hub, fast_inference=fast_inference)
+    demo = build_app(pipeline, allowed, allow_hub=allow_hub, fast_inference=fast_inference, device=device)
     demo.launch(server_name=host, server_port=port, **launch_kwargs)
     return demo

@@ -6,10 +6,12 @@ import shlex
 import sys
 from typing import List, Optional
 
+from .devices import resolve_device
 from .pretrained import SHIPPED, resolve_pipeline
 from .sampling import SCHEDULERS
 
 SHIPPED_NAMES = ", ".join(SHIPPED)
+DEVICE_HELP = "auto (the default: CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps."
 
 
 def _positive_int(value: str) -> int:
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--out", default="grid.png")
     generate.add_argument("--strip", default=None, help="Also write the denoising process of image 0 here.")
-    generate.add_argument("--device", default="cpu")
+    generate.add_argument("--device", default="auto", help=DEVICE_HELP)
     generate.add_argument("--overwrite", action="store_true", help="Replace existing output files.")
     generate.add_argument(
         "--fast-inference",
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--num-images", type=_positive_int, default=4)
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--out", default="compare_schedulers.png")
-    compare.add_argument("--device", default="cpu")
+    compare.add_argument("--device", default="auto", help=DEVICE_HELP)
     compare.add_argument("--overwrite", action="store_true")
 
     convert = commands.add_parser(
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="A folder whose pipelines the app may load (repeatable; default: the current folder and --pipeline's).",
     )
     app.add_argument("--no-hub", action="store_true", help="Load local folders only, never Hub ids.")
+    app.add_argument("--device", default="auto", help=DEVICE_HELP)
     app.add_argument(
         "--fast-inference",
         action="store_true",
@@ -103,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--samples-cache", default=None, help="Folder to keep generated samples in, for re-scoring.")
     evaluate.add_argument("--out", default=None, help="Write the JSON report here.")
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.add_argument("--overwrite", action="store_true")
     evaluate.add_argument("--update-card", action="store_true", help="Write the scores into the folder's model card.")
     evaluate.add_argument(
@@ -211,7 +214,7 @@ def _generate(args) -> str:
     recorder = DenoisingRecorder.evenly(steps) if args.strip else None
     images = pipe(
         batch_size=args.num_images,
-        generator=torch.Generator(args.device).manual_seed(args.seed),
+        generator=torch.Generator("cpu").manual_seed(args.seed),  # the same images on every device
         num_inference_steps=steps,
         callback_on_step_end=recorder,
         callback_on_step_end_tensor_inputs=DenoisingRecorder.tensor_inputs if recorder else ["latents"],
@@ -262,6 +265,7 @@ def _app(args) -> str:
         args.allow_dir or ["."],
         allow_hub=not args.no_hub,
         fast_inference=args.fast_inference,
+        device=args.device,
     )
     return "app stopped"
 
@@ -323,6 +327,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command in ("generate", "compare-schedulers", "evaluate") or getattr(args, "pipeline", None):
             args.pipeline = resolve_pipeline(args.pipeline)
+        if hasattr(args, "device"):
+            args.device = resolve_device(args.device)
         message = COMMANDS[args.command](args)
     except (ValueError, OSError) as error:
         print(f"ddpm-kiit {args.command}: error: {error}", file=sys.stderr)
