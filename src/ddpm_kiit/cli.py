@@ -8,6 +8,7 @@ from typing import List, Optional
 
 from .devices import resolve_device
 from .pretrained import SHIPPED, resolve_pipeline
+from .redaction import redact_argv
 from .sampling import SCHEDULERS
 
 SHIPPED_NAMES = ", ".join(SHIPPED)
@@ -158,7 +159,7 @@ def _evaluate(args) -> str:
         num_inference_steps=args.steps,
         samples_cache=args.samples_cache,
     )
-    report["command"] = "ddpm-kiit " + shlex.join(args.argv)
+    report["command"] = "ddpm-kiit " + shlex.join(redact_argv(args.argv))
     if args.out:
         partial = f"{args.out}.partial"
         with open(partial, "w") as f:

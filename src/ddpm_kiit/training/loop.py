@@ -20,6 +20,7 @@ from diffusers.utils import logging, make_image_grid
 from ..data import ImageTransform, dataset_to_tensor, load_image_dataset
 from ..devices import configure_cpu_threads, native_bf16
 from ..models import SimpleUNet2DModel
+from ..redaction import has_secret_flag, public_config, rerunnable_argv
 from ..schedulers import KiitDDPMScheduler
 from .allocator import keep_freed_memory
 from .args import latest_checkpoint, list_checkpoints, load_model_config, validate_args
@@ -345,11 +346,15 @@ def train(
         accelerator.print(f"Resumed from {path} at step {global_step}")
 
     if accelerator.is_main_process and args.logger != "none":
-        tracker_config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
-        accelerator.init_trackers("ddpm-kiit", config=tracker_config)
-    command = "accelerate launch examples/train.py " + shlex.join(
-        args.command_line if args.command_line is not None else sys.argv[1:]
-    )
+        accelerator.init_trackers("ddpm-kiit", config=public_config(vars(args)))
+    argv = args.command_line if args.command_line is not None else sys.argv[1:]
+    # The card's command leaves a token flag out (it reruns with HF_TOKEN or `hf auth login`) and says so.
+    command = "accelerate launch examples/train.py " + shlex.join(rerunnable_argv(argv))
+    if has_secret_flag(argv):
+        command = (
+            "# the Hub token given on the command line is not recorded: set HF_TOKEN or run `hf auth login`\n"
+            + command
+        )
 
     progress = tqdm(
         total=max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
