@@ -293,12 +293,11 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     # The start-up lines (threads, device, data) are INFO records of our own loggers: show them, as Diffusers'
     # training scripts show theirs, without turning on every other library's INFO output.
     package_logger = logging.getLogger("ddpm_kiit")
-    if not package_logger.handlers:
+    package_logger.setLevel(logging.INFO)
+    if not package_logger.handlers and not logging.getLogger().handlers:  # an application's own set-up wins
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s"))
         package_logger.addHandler(handler)
-        package_logger.setLevel(logging.INFO)
-        package_logger.propagate = False
     try:
         output_dir = train(args)
     except (ValueError, NonFiniteLossError) as error:

@@ -11,12 +11,12 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 from diffusers.utils import logging
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .io_utils import atomic_directory
 
@@ -311,7 +311,7 @@ class ImageTransform:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         size = self.resolution
-        image = image.convert("L" if self.channels == 1 else "RGB")
+        image = to_mode(image, "L" if self.channels == 1 else "RGB")
         width, height = image.size
         if self.pad_smaller and width <= size and height <= size:
             fill = self.pad_value if self.channels == 1 else (self.pad_value,) * 3
@@ -339,12 +339,105 @@ class ImageTransform:
         return {"pixel_values": [self(image) for image in examples["image"]]}
 
 
-def dataset_to_tensor(dataset, transform: ImageTransform, batch_size: int = 256) -> torch.Tensor:
-    """All images of `dataset`, transformed once, as one `(N, C, H, W)` tensor: training then decodes nothing."""
+def to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """
+    `image` as `"L"` or `"RGB"`, the way a person sees it, for the odd files scraped folders hold: the EXIF
+    orientation applied (phone photos), transparency composited on white (PIL would show the hidden colour under
+    it, often black), 16-bit and 32-bit greyscale scaled to 8 bits (PIL's `convert` clips them to white), palette and
+    CMYK images converted.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode == mode:
+        return image
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode != "F" and values.max(initial=0) > 255 else 255.0
+        if image.mode == "F" and values.max(initial=0) <= 1.0:
+            peak = 1.0
+        image = Image.fromarray(np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert(mode)
+
+
+class BadImagesError(ValueError):
+    """Some images of a dataset cannot be read; `.sources` names them (file paths or dataset rows)."""
+
+    def __init__(self, message: str, sources: List[str]):
+        super().__init__(message)
+        self.sources = sources
+
+
+def _decode(entry) -> Image.Image:
+    """One image of a dataset whose `image` column is not decoded: read it whole, so truncation shows here."""
+    if isinstance(entry, Image.Image):
+        entry.load()
+        return entry
+    image = Image.open(entry["path"] if entry.get("bytes") is None else io.BytesIO(entry["bytes"]))
+    image.load()
+    return image
+
+
+def image_channels(dataset) -> int:
+    """1 for a greyscale dataset, 3 otherwise, from the first image whose header can be read."""
+    import datasets
+
+    raw = dataset
+    if isinstance(dataset.features.get("image"), datasets.Image):
+        raw = dataset.cast_column("image", datasets.Image(decode=False))
+    for index in range(min(len(raw), 100)):
+        entry = raw[index]["image"]
+        try:
+            if isinstance(entry, Image.Image):
+                mode = entry.mode
+            else:
+                with Image.open(entry["path"] if entry.get("bytes") is None else io.BytesIO(entry["bytes"])) as image:
+                    mode = image.mode
+        except (OSError, SyntaxError, ValueError):
+            continue
+        return 1 if mode in ("L", "1", "I", "F") or mode.startswith("I;16") else 3
+    return 3
+
+
+def dataset_to_tensor(
+    dataset, transform: ImageTransform, batch_size: int = 256, skip_bad_images: bool = False
+) -> torch.Tensor:
+    """
+    All images of `dataset`, transformed once, as one `(N, C, H, W)` tensor: training then decodes nothing.
+
+    Every image is read whole here. Unreadable or truncated ones (scraped folders always hold a few) raise a
+    `BadImagesError` naming up to ten of them and how many there are, before anything else happens; with
+    `skip_bad_images=True` they are left out, with a warning that says how many.
+    """
+    import datasets
     from tqdm.auto import tqdm
 
-    transformed = dataset.with_transform(transform.batch)
-    chunks = []
-    for start in tqdm(range(0, len(dataset), batch_size), desc="Preparing images", leave=False):
-        chunks.append(torch.stack(transformed[start : start + batch_size]["pixel_values"]))
-    return torch.cat(chunks)
+    raw = dataset
+    if isinstance(dataset.features.get("image"), datasets.Image):
+        raw = dataset.cast_column("image", datasets.Image(decode=False))
+    tensors, bad = [], []
+    for start in tqdm(range(0, len(raw), batch_size), desc="Preparing images", leave=False):
+        for offset, entry in enumerate(raw[start : start + batch_size]["image"]):
+            try:
+                image = _decode(entry)
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+                where = entry.get("path") if isinstance(entry, dict) else None
+                bad.append(f"{where or f'row {start + offset}'} ({type(error).__name__}: {error})")
+                continue
+            tensors.append(transform(image))
+    if bad and not skip_bad_images:
+        listed = "\n  ".join(bad[:10])
+        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise BadImagesError(
+            f"{len(bad)} of {len(raw)} images cannot be read:\n  {listed}{more}\nRemove or repair them, or pass "
+            f"--skip_bad_images to train without them.",
+            bad,
+        )
+    if bad:
+        logger.warning(f"Skipped {len(bad)} of {len(raw)} images that cannot be read (--skip_bad_images).")
+    if not tensors:
+        raise BadImagesError(f"None of the {len(raw)} images can be read.", bad)
+    return torch.stack(tensors)

@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--resolution", type=int, default=32)
     data.add_argument("--center_crop", action="store_true")
     data.add_argument("--random_flip", action="store_true")
+    data.add_argument(
+        "--skip_bad_images",
+        action="store_true",
+        help="Train without the images that cannot be read (truncated, corrupt) instead of stopping on them.",
+    )
     data.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training images.")
 
     model = parser.add_argument_group("model and noise")
@@ -180,9 +185,15 @@ def load_model_config(args) -> dict:
 
 
 def _check_writable(folder: Path):
+    """Whether `folder` can be written, or created and written, without creating it: nothing is written to the
+    output folder before the data is known good."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{str(existing)!r} is a file")
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise ValueError(f"--output_dir {str(folder)!r} is not writable ({error}); choose another folder.") from error

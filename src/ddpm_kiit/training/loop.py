@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils import logging, make_image_grid
 
-from ..data import ImageTransform, dataset_to_tensor, load_image_dataset
+from ..data import ImageTransform, dataset_to_tensor, image_channels, load_image_dataset
 from ..devices import configure_cpu_threads, native_bf16
 from ..models import SimpleUNet2DModel
 from ..redaction import has_secret_flag, public_config, rerunnable_argv
@@ -275,20 +275,20 @@ def train(
     )
     if args.max_train_samples is not None:
         dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
-    first_mode = dataset[0]["image"].mode
-    channels = 1 if first_mode in ("L", "1", "I", "I;16", "F") else 3
+    channels = image_channels(dataset)
     config = load_model_config(args)
     config.setdefault("in_channels", channels)
     config.setdefault("out_channels", config["in_channels"])
     transform = ImageTransform(args.resolution, config["in_channels"], center_crop=args.center_crop)
     with accelerator.main_process_first():
-        images = dataset_to_tensor(dataset, transform)
+        images = dataset_to_tensor(dataset, transform, skip_bad_images=args.skip_bad_images)
     global_batch = args.train_batch_size * accelerator.num_processes
     if len(images) < global_batch:
         raise ValueError(
             f"The dataset has {len(images)} images, fewer than one batch ({args.train_batch_size} per process x "
             f"{accelerator.num_processes} processes); lower --train_batch_size."
         )
+    output_dir.mkdir(parents=True, exist_ok=True)  # the first write, now that the data is known good
 
     unet = SimpleUNet2DModel(**config)
     if accelerator.num_processes > 1 and unet.config.norm_type == "batch" and device.type == "cuda":
