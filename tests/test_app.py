@@ -123,11 +123,11 @@ def test_pipelines_outside_the_allowed_folders_and_missing_hub_ids_are_refused(c
         cache.get("  ")
     with pytest.raises(ValueError, match="neither a pipeline folder nor a Hub id"):
         cache.get("not a valid id!")
+    with pytest.raises(ValueError, match="only when started with --allow-hub or --allow-repo someone/something"):
+        cache.get("someone/something")  # Hub ids are off by default
+    hub = PipelineCache([pipelines["root"]], allow_hub=True)
     with pytest.raises(ValueError, match="Could not load 'nobody-here/no-such-pipeline'"):
-        cache.get("nobody-here/no-such-pipeline")
-    no_hub = PipelineCache([pipelines["root"]], allow_hub=False)
-    with pytest.raises(ValueError, match="--no-hub"):
-        no_hub.get("someone/something")
+        hub.get("nobody-here/no-such-pipeline")
 
 
 def test_oversized_pipelines_are_refused(pipelines):
@@ -214,7 +214,7 @@ def test_the_api_returns_images(served):
         client.predict(served["noise"], "magic", 5, 0, 1, api_name="/generate")
     with pytest.raises(Exception, match="outside the folders"):
         client.predict("/etc", "ddim", 5, 0, 1, api_name="/generate")
-    with pytest.raises(Exception, match="Could not load"):
+    with pytest.raises(Exception, match="only when started with --allow-hub"):
         client.predict("nobody-here/nothing", "ddim", 5, 0, 1, api_name="/generate")
 
 

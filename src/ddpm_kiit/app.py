@@ -8,6 +8,7 @@ inputs against `AppLimits` and raise `ValueError` with the fix; `build_app` wire
 is also an API endpoint (`/generate`, `/forward`, `/reverse`, `/quiz_new`, `/quiz_guess`) for `gradio_client`.
 """
 
+import atexit
 import functools
 import math
 import os
@@ -48,6 +49,80 @@ class AppLimits:
     max_cached_pipelines: int = 3
     queue_size: int = 8
     concurrency: int = 1
+    max_download_mb: float = 200.0  # all the files a Hub pipeline needs, together
+    max_saved_downloads: int = 32  # grids kept for the download button; older ones are deleted
+
+
+# What a pipeline needs from a Hub repository: its index and, in each component's folder, configs, safetensors
+# weights and tokenizer files. Never pickles, never code (the app does not run a repository's code).
+_NEEDED_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
+_APP_PIPELINES = {KiitDDPMPipeline.__name__}
+
+
+def hub_files_to_fetch(repo_id: str, max_download_mb: float, revision: Optional[str] = None) -> Tuple[str, list]:
+    """
+    Decides, from the repository's file list (one metadata request) and its `model_index.json`, whether the app may
+    load `repo_id`: it must be one of our pipelines and the files it needs must weigh at most `max_download_mb`.
+    Returns the commit checked and the files to fetch, so that the download gets exactly what was checked.
+    """
+    import json
+
+    from huggingface_hub import HfApi, hf_hub_download
+
+    info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
+    sizes = {sibling.rfilename: sibling.size for sibling in info.siblings or []}
+    if "model_index.json" not in sizes:
+        raise ValueError(f"{repo_id!r} holds no model_index.json: it is not a Diffusers pipeline.")
+    index = json.loads(Path(hf_hub_download(repo_id, "model_index.json", revision=info.sha)).read_text())
+    if index.get("_class_name") not in _APP_PIPELINES:
+        raise ValueError(
+            f"{repo_id!r} is a {index.get('_class_name')!r}; this app serves {', '.join(sorted(_APP_PIPELINES))}."
+        )
+    components = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
+    needed = ["model_index.json"] + [
+        path
+        for path in sizes
+        if path.split("/", 1)[0] in components and path.count("/") == 1 and path.endswith(_NEEDED_SUFFIXES)
+    ]
+    missing = [name for name in ("unet", "scheduler") if not any(p.startswith(f"{name}/") for p in needed)]
+    if missing:
+        raise ValueError(f"{repo_id!r} lacks the {' and '.join(missing)} folder(s) a pipeline needs.")
+    unknown = [path for path in needed if sizes.get(path) is None]
+    if unknown:
+        raise ValueError(f"The Hub did not give the size of {unknown[0]!r} in {repo_id!r}: not loading it.")
+    total_mb = sum(sizes[path] for path in needed) / 2**20
+    if total_mb > max_download_mb:
+        raise ValueError(
+            f"{repo_id!r} needs {total_mb:.1f} MB of files; this app downloads at most {max_download_mb:g} MB "
+            f"(start it with --max-download-mb to change that)."
+        )
+    return info.sha, needed
+
+
+class DownloadFolder:
+    """
+    The app's own folder for the files its download buttons offer: at most `max_files` (the oldest go first), and
+    removed, with everything in it, when the app stops (or, at the latest, when the process exits).
+    """
+
+    def __init__(self, max_files: int = 32, parent: Optional[os.PathLike] = None):
+        self._directory = tempfile.TemporaryDirectory(prefix="ddpm-kiit-app-", dir=parent)
+        self.path = Path(self._directory.name)
+        self.max_files = max_files
+        self._lock = threading.Lock()
+        atexit.register(self.cleanup)
+
+    def save(self, image: Image.Image, stem: str) -> Path:
+        path = self.path / f"{stem}-{time.time_ns()}.png"
+        with self._lock:
+            image.save(path)
+            saved = sorted(self.path.glob("*.png"), key=lambda entry: entry.stat().st_mtime_ns)
+            for old in saved[: max(0, len(saved) - self.max_files)]:
+                old.unlink(missing_ok=True)
+        return path
+
+    def cleanup(self) -> None:
+        self._directory.cleanup()
 
 
 def _check_int(name: str, value, low: int, high: int) -> int:
@@ -70,11 +145,13 @@ class PipelineCache:
         self,
         allowed_dirs: Sequence[os.PathLike],
         limits: AppLimits = AppLimits(),
-        allow_hub: bool = True,
+        allow_hub: bool = False,
         fast_inference: bool = False,
         device: str = "cpu",
+        allowed_repos: Sequence[str] = (),
     ):
         self.allowed_dirs = [Path(d).resolve() for d in allowed_dirs]
+        self.allowed_repos = set(allowed_repos)
         self.device = device
         self.limits = limits
         self.allow_hub = allow_hub
@@ -112,10 +189,18 @@ class PipelineCache:
         if local is None:
             if not _HUB_ID.match(reference):
                 raise ValueError(f"{reference!r} is neither a pipeline folder nor a Hub id of the form `user/name`.")
-            if not self.allow_hub:
-                raise ValueError("This app was started with `--no-hub`: give a local pipeline folder instead.")
+            if not self.allow_hub and reference not in self.allowed_repos:
+                raise ValueError(
+                    f"This app loads Hub ids only when started with --allow-hub or --allow-repo {reference}: give a "
+                    f"local pipeline folder instead."
+                )
         try:
-            pipe = KiitDDPMPipeline.from_pretrained(str(local or reference))
+            if local is None:
+                from huggingface_hub import snapshot_download
+
+                revision, files = hub_files_to_fetch(reference, self.limits.max_download_mb)
+                local = Path(snapshot_download(reference, revision=revision, allow_patterns=files))
+            pipe = KiitDDPMPipeline.from_pretrained(str(local))
         except ValueError:
             raise
         except Exception as error:  # the Hub client's errors are many and long; keep the first line
@@ -384,13 +469,15 @@ def build_app(
     pipeline: Optional[str] = None,
     allowed_dirs: Sequence[os.PathLike] = (".",),
     limits: AppLimits = AppLimits(),
-    allow_hub: bool = True,
+    allow_hub: bool = False,
     fast_inference: bool = False,
     device: str = "cpu",
+    allowed_repos: Sequence[str] = (),
 ):
     """The `gradio.Blocks` app. `pipeline` fills the pipeline box (default: the first shipped pipeline); local
     pipelines must lie in `allowed_dirs` or be shipped with the package. `fast_inference`, `device`: see
-    `PipelineCache`."""
+    `PipelineCache`. Hub ids load only with `allow_hub` or when listed in `allowed_repos`, after
+    `hub_files_to_fetch` has checked them."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
@@ -399,8 +486,8 @@ def build_app(
     shipped = {name: str(path) for name, path in shipped_pipelines().items()}
     pipeline = pipeline or next(iter(shipped.values()), None)
     allowed_dirs = [*allowed_dirs, *(Path(path).parent for path in shipped.values())]
-    cache = PipelineCache(allowed_dirs, limits, allow_hub, fast_inference, device)
-    downloads = Path(tempfile.mkdtemp(prefix="ddpm-kiit-app-"))
+    cache = PipelineCache(allowed_dirs, limits, allow_hub, fast_inference, device, allowed_repos)
+    downloads = DownloadFolder(limits.max_saved_downloads)
 
     def shown_errors(function):
         """Errors reach the user as a message, never as a traceback."""
@@ -427,8 +514,7 @@ def build_app(
             num_images,
             on_step=lambda done, total: progress(done / total, desc=f"step {done} of {total}"),
         )
-        path = downloads / f"samples-seed{int(seed)}-{time.time_ns()}.png"
-        result["grid"].save(path)
+        path = downloads.save(result["grid"], f"samples-seed{int(seed)}")
         return result["images"], result["strip"], result["info"], str(path)
 
     @shown_errors
@@ -555,6 +641,7 @@ def build_app(
 
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     demo.ddpm_kiit_cache = cache  # for tests and embedding applications
+    demo.ddpm_kiit_downloads = downloads
     return demo
 
 
@@ -563,15 +650,27 @@ def launch(
     host: str = "127.0.0.1",
     port: int = 7860,
     allowed_dirs: Sequence[os.PathLike] = (".",),
-    allow_hub: bool = True,
+    allow_hub: bool = False,
     fast_inference: bool = False,
     device: str = "cpu",
+    allowed_repos: Sequence[str] = (),
+    limits: AppLimits = AppLimits(),
     **launch_kwargs,
 ):
-    """Builds the app and serves it (on loopback unless `host` says otherwise)."""
+    """Builds the app and serves it (on loopback unless `host` says otherwise); its download folder goes with it."""
     allowed = list(allowed_dirs)
     if pipeline and Path(pipeline).expanduser().exists():
         allowed.append(Path(pipeline).expanduser().resolve().parent)
-    demo = build_app(pipeline, allowed, allow_hub=allow_hub, fast_inference=fast_inference, device=device)
+    demo = build_app(
+        pipeline,
+        allowed,
+        limits,
+        allow_hub=allow_hub,
+        fast_inference=fast_inference,
+        device=device,
+        allowed_repos=allowed_repos,
+    )
     demo.launch(server_name=host, server_port=port, **launch_kwargs)
+    if not launch_kwargs.get("prevent_thread_lock"):  # the server has stopped (Ctrl+C)
+        demo.ddpm_kiit_downloads.cleanup()
     return demo

@@ -88,7 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="A folder whose pipelines the app may load (repeatable; default: the current folder and --pipeline's).",
     )
-    app.add_argument("--no-hub", action="store_true", help="Load local folders only, never Hub ids.")
+    app.add_argument(
+        "--allow-hub",
+        action="store_true",
+        help="Let visitors load any Hub id (each checked first: one of our pipelines, at most --max-download-mb).",
+    )
+    app.add_argument(
+        "--allow-repo",
+        action="append",
+        default=[],
+        metavar="REPO_ID",
+        help="A Hub repository visitors may load even without --allow-hub (repeatable).",
+    )
+    app.add_argument("--max-download-mb", type=float, default=200.0, help="Largest Hub pipeline the app downloads.")
+    app.add_argument("--no-hub", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     app.add_argument("--device", default="auto", help=DEVICE_HELP)
     app.add_argument(
         "--fast-inference",
@@ -253,7 +266,7 @@ def _convert(args) -> str:
 
 
 def _app(args) -> str:
-    from .app import launch
+    from .app import AppLimits, launch
 
     try:
         import gradio  # noqa: F401
@@ -264,7 +277,9 @@ def _app(args) -> str:
         args.host,
         args.port,
         args.allow_dir or ["."],
-        allow_hub=not args.no_hub,
+        allow_hub=args.allow_hub and not args.no_hub,
+        allowed_repos=args.allow_repo,
+        limits=AppLimits(max_download_mb=args.max_download_mb),
         fast_inference=args.fast_inference,
         device=args.device,
     )
