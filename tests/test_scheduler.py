@@ -206,3 +206,117 @@ def test_bad_timesteps_in_step():
         scheduler.step(x, 300, x)
     with pytest.raises(ValueError, match="one value per sample"):
         scheduler.step(x, torch.tensor([1, 2, 3]), x)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Regression: issue 25 added variance types, thresholding and timestep checks to `step`. The configurations that
+# existed before must give the same numbers bit for bit. `_frozen_step` is a copy of `step` and of its coefficient
+# table as they were before issue 25 (commit f5b6ac2), kept here unchanged on purpose: do not "fix" it.
+
+
+def _frozen_table(scheduler):
+    config = scheduler.config
+    total = config.num_train_timesteps
+    if config.trained_betas is not None:
+        betas = torch.as_tensor(np.asarray(config.trained_betas, dtype=np.float64))
+    elif config.beta_schedule == "linear":
+        betas = torch.linspace(config.beta_start, config.beta_end, total, dtype=torch.float64)
+    elif config.beta_schedule == "scaled_linear":
+        betas = torch.linspace(config.beta_start**0.5, config.beta_end**0.5, total, dtype=torch.float64) ** 2
+    else:
+        steps = torch.arange(total + 1, dtype=torch.float64) / total
+        alpha_bar = torch.cos((steps + 0.008) / 1.008 * np.pi / 2) ** 2
+        betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+    if config.rescale_betas_zero_snr:
+        from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
+
+        betas = rescale_zero_terminal_snr(betas)
+    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    timesteps = scheduler.timesteps.cpu().numpy()
+    previous = np.full(total, -1, dtype=np.int64)
+    previous[timesteps[:-1]] = timesteps[1:]
+    prev_index = torch.from_numpy(previous)
+    alpha_bar = alphas_cumprod
+    alpha_bar_prev = torch.where(prev_index >= 0, alphas_cumprod[prev_index.clamp(min=0)], torch.ones(1).double())
+    beta = 1.0 - alpha_bar / alpha_bar_prev
+    coef_x0 = alpha_bar_prev.sqrt() * beta / (1.0 - alpha_bar)
+    coef_xt = (1.0 - beta).sqrt() * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
+    if config.variance_type == "fixed_small":
+        variance = beta * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
+    else:
+        variance = torch.where(prev_index >= 0, beta, torch.zeros(1).double())
+    alpha_bar_floored = alpha_bar.clamp(min=2**-24)
+    table = torch.stack([alpha_bar_floored.sqrt(), (1.0 - alpha_bar).sqrt(), coef_x0, coef_xt, variance.sqrt()])
+    return table.float(), previous.tolist()
+
+
+def _frozen_step(scheduler, model_output, timestep, sample, generator):
+    table, previous = _frozen_table(scheduler)
+    table = table.to(device=sample.device, dtype=sample.dtype)
+    if torch.is_tensor(timestep) and timestep.ndim == 0 and timestep.device.type == "cpu":
+        timestep = int(timestep)
+    if torch.is_tensor(timestep):
+        coefficients = table[:, timestep.to(sample.device)]
+        coefficients = coefficients.reshape(coefficients.shape + (1,) * (sample.ndim + 1 - coefficients.ndim))
+        needs_noise = True
+    else:
+        coefficients = table[:, timestep]
+        needs_noise = previous[timestep] >= 0
+    sqrt_alpha_bar, sqrt_one_minus_alpha_bar, coef_x0, coef_xt, std = coefficients
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        pred_original_sample = torch.addcmul(sample, model_output, -sqrt_one_minus_alpha_bar).div_(sqrt_alpha_bar)
+    elif prediction_type == "sample":
+        pred_original_sample = model_output
+    else:
+        pred_original_sample = torch.addcmul(sample * sqrt_alpha_bar, model_output, -sqrt_one_minus_alpha_bar)
+    if scheduler.config.clip_sample:
+        limit = scheduler.config.clip_sample_range
+        pred_original_sample = pred_original_sample.clamp(-limit, limit)
+    prev_sample = torch.addcmul(pred_original_sample * coef_x0, sample, coef_xt)
+    if needs_noise:
+        from diffusers.utils.torch_utils import randn_tensor
+
+        noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+        prev_sample.addcmul_(noise, std)
+    return prev_sample, pred_original_sample
+
+
+REGRESSION_CHAINS = {
+    "full": {},
+    "leading 10": {"steps": 10},
+    "leading 7, offset 1": {"steps": 7, "steps_offset": 1},
+    "linspace 13": {"steps": 13, "timestep_spacing": "linspace"},
+    "trailing 9": {"steps": 9, "timestep_spacing": "trailing"},
+    "zero snr": {"rescale_betas_zero_snr": True},
+    "cosine 20": {"steps": 20, "beta_schedule": "squaredcos_cap_v2"},
+    "scaled linear, T=1000": {"beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "beta_end": 0.012},
+}
+
+
+@pytest.mark.parametrize("chain", sorted(REGRESSION_CHAINS))
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("clip", [None, 1.0, 0.5])
+def test_step_of_existing_configurations_is_unchanged_bit_for_bit(chain, variance_type, prediction_type, clip):
+    settings = dict(REGRESSION_CHAINS[chain])
+    steps = settings.pop("steps", None)
+    scheduler = KiitDDPMScheduler(
+        variance_type=variance_type,
+        prediction_type=prediction_type,
+        clip_sample=clip is not None,
+        clip_sample_range=clip or 1.0,
+        **settings,
+    )
+    if steps:
+        scheduler.set_timesteps(steps)
+    chain_timesteps = scheduler.timesteps
+    inputs = torch.Generator().manual_seed(len(chain) + 7 * len(variance_type) + len(prediction_type))
+    sample = torch.randn(3, 2, 5, 5, generator=inputs) * 1.5
+    model_output = torch.randn(3, 2, 5, 5, generator=inputs) * 1.5
+    picks = [chain_timesteps[0], chain_timesteps[len(chain_timesteps) // 2], chain_timesteps[-1]]
+    calls = [int(t) for t in picks] + picks + [torch.stack(picks), chain_timesteps[:1]]
+    for timestep in calls:
+        ours = scheduler.step(model_output, timestep, sample, generator=torch.manual_seed(3), return_dict=False)
+        frozen = _frozen_step(scheduler, model_output, timestep, sample, torch.manual_seed(3))
+        assert torch.equal(ours[0], frozen[0]) and torch.equal(ours[1], frozen[1]), (chain, timestep)
