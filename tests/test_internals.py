@@ -1,6 +1,7 @@
 """The private parts of Diffusers and huggingface_hub that ddpm-kiit relies on. pyproject.toml caps both packages
 at the newest versions tested; when a newer one is tried, these tests say which internal moved."""
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -35,6 +36,27 @@ def test_diffusers_loadable_classes_still_register_libraries():
 
     assert "ddpm_kiit" in table and table["ddpm_kiit"] is not None, message
     assert diffusers.KiitDDPMPipeline is ddpm_kiit.KiitDDPMPipeline, message
+
+
+def test_diffusers_still_loads_custom_modules_through_get_class_from_dynamic_module():
+    import diffusers
+    from diffusers.pipelines import pipeline_loading_utils
+
+    name = "diffusers.pipelines.pipeline_loading_utils.get_class_from_dynamic_module"
+    message = _moved(diffusers, name, "ddpm_kiit.__init__._use_installed_classes_for_generated_modules")
+    import ddpm_kiit
+
+    wrapped = getattr(pipeline_loading_utils, "get_class_from_dynamic_module", None)
+    assert getattr(wrapped, "_ddpm_kiit_original", None) is not None, message
+    # The loaders look the module global up at each call: wrapping it reaches the pipeline and its components.
+    for user in ("_get_custom_pipeline_class", "get_class_obj_and_candidates"):
+        function = getattr(pipeline_loading_utils, user, None)
+        assert function is not None and "get_class_from_dynamic_module" in function.__code__.co_names, message
+    parameters = inspect.signature(wrapped._ddpm_kiit_original).parameters
+    assert {"pretrained_model_name_or_path", "module_file", "class_name"} <= set(parameters), message
+    assert wrapped(".", module_file="pipeline_kiit_ddpm.py", class_name="KiitDDPMPipeline") is (
+        ddpm_kiit.KiitDDPMPipeline
+    ), message
 
 
 def test_diffusers_from_config_still_records_use_default_values():

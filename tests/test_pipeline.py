@@ -212,14 +212,15 @@ def test_cli_rejects_a_folder_that_is_not_a_pipeline(tmp_path, capsys):
     assert "no model_index.json" in capsys.readouterr().err
 
 
-def test_saved_folder_names_the_stable_library(tmp_path, small_pipe):
+def test_saved_folder_names_the_modules_it_carries(tmp_path, small_pipe):
     import json
 
     small_pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["_class_name"] == "KiitDDPMPipeline"
-    assert index["unet"] == ["ddpm_kiit", "SimpleUNet2DModel"]
-    assert index["scheduler"] == ["ddpm_kiit", "KiitDDPMScheduler"]
+    # Diffusers' remote-code form (issue 23; tests/test_remote_code.py): the files sit beside the weights.
+    assert index["_class_name"] == ["pipeline_kiit_ddpm", "KiitDDPMPipeline"]
+    assert index["unet"] == ["unet_kiit_simple", "SimpleUNet2DModel"]
+    assert index["scheduler"] == ["scheduling_kiit_ddpm", "KiitDDPMScheduler"]
 
 
 def test_non_finite_samples_are_reported_with_step_and_timestep(small_pipe):

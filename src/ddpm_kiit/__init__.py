@@ -1,5 +1,9 @@
 """ddpm-kiit: the KIIT DDPM talk's models, scheduler and pipeline as a Hugging Face Diffusers extension."""
 
+import functools as _functools
+import inspect as _inspect
+import os as _os
+
 import diffusers as _diffusers
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines import pipeline_loading_utils as _loading
@@ -7,6 +11,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .models import SimpleUNet2DModel
 from .pipelines import DenoisingRecorder, KiitDDPMPipeline
+from .remote_code import REMOTE_MODULES as _REMOTE_MODULES
 from .schedulers import GaussianBlurScheduler, KiitDDPMScheduler, KiitDDPMSchedulerOutput
 
 __version__ = "0.1.0"
@@ -32,8 +37,10 @@ def _register_with_diffusers():
     `trust_remote_code=True` even for a local folder. So importing `ddpm_kiit`:
     - adds our public classes to the `diffusers` namespace (only missing names; nothing of Diffusers' is replaced);
     - declares `ddpm_kiit` a loadable library whose models and schedulers save and load like Diffusers' own, the
-      way Diffusers itself declares `transformers`. Saved folders then name the stable top-level `ddpm_kiit`, not
-      a module path that a refactoring would break.
+      way Diffusers itself declares `transformers`, so folders saved before issue 23 (which name
+      `["ddpm_kiit", "SimpleUNet2DModel"]` and `_class_name: "KiitDDPMPipeline"`) keep loading;
+    - makes Diffusers use our classes for the modules that `save_pretrained` now writes beside the weights (see
+      `_use_installed_classes_for_generated_modules`), so those folders load with no `trust_remote_code`.
     """
     for name in ("KiitDDPMPipeline", "KiitDDPMScheduler", "GaussianBlurScheduler", "SimpleUNet2DModel"):
         if name not in vars(_diffusers):
@@ -45,6 +52,41 @@ def _register_with_diffusers():
             "SchedulerMixin": ["save_pretrained", "from_pretrained"],
         },
     )
+    _use_installed_classes_for_generated_modules()
+
+
+def _use_installed_classes_for_generated_modules():
+    """Resolves the module files that ddpm-kiit generates to the installed package's classes.
+
+    A folder saved by `KiitDDPMPipeline.save_pretrained` names `_class_name: ["pipeline_kiit_ddpm", ...]` and
+    `"unet": ["unet_kiit_simple", "SimpleUNet2DModel"]` with those files beside the weights, for stock Diffusers
+    (`ddpm_kiit.remote_code`). Diffusers loads every such module through
+    `diffusers.pipelines.pipeline_loading_utils.get_class_from_dynamic_module` (a module global, looked up at each
+    call by `_get_custom_pipeline_class` and `get_class_obj_and_candidates`), which refuses without
+    `trust_remote_code=True`. Diffusers 0.42 has no public hook for this, so that global is wrapped: a (file name,
+    class name) pair from `REMOTE_MODULES` returns our class, and nothing from the folder or repository runs; every
+    other call goes to Diffusers' function unchanged. Wrapping twice is a no-op.
+    """
+    original = _loading.get_class_from_dynamic_module
+    if getattr(original, "_ddpm_kiit_original", None) is not None:
+        return
+    ours = {}
+    for class_name, module in _REMOTE_MODULES.items():
+        ours[(f"{module}.py", class_name)] = globals()[class_name]
+    ours[(f"{_REMOTE_MODULES['KiitDDPMPipeline']}.py", None)] = KiitDDPMPipeline  # `custom_pipeline=` finds it
+
+    signature = _inspect.signature(original)
+
+    @_functools.wraps(original)
+    def get_class_from_dynamic_module(*args, **kwargs):
+        arguments = signature.bind(*args, **kwargs).arguments
+        cls = ours.get((_os.path.basename(str(arguments["module_file"])), arguments.get("class_name")))
+        if cls is not None:
+            return cls
+        return original(*args, **kwargs)
+
+    get_class_from_dynamic_module._ddpm_kiit_original = original
+    _loading.get_class_from_dynamic_module = get_class_from_dynamic_module
 
 
 _register_with_diffusers()

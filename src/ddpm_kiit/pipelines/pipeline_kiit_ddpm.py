@@ -16,6 +16,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from ..devices import native_bf16
+from ..remote_code import is_generated_entry, needs_package, package_only
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
@@ -106,13 +107,17 @@ class KiitDDPMPipeline(DiffusionPipeline):
         return self._autocast_dtype
 
     # Libraries a saved pipeline may name for its components. Diffusers imports whatever module `model_index.json`
-    # names before it finds out that it cannot load it; we refuse anything else first.
+    # names before it finds out that it cannot load it; we refuse anything else first. The modules that ddpm-kiit
+    # generates (`["unet_kiit_simple", "SimpleUNet2DModel"]`, ...) are allowed too: with the package imported,
+    # Diffusers maps them to the package's classes and never runs the files.
     allowed_component_libraries = ("ddpm_kiit", "diffusers")
 
     @classmethod
+    @package_only
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Loads like [`DiffusionPipeline.from_pretrained`], after checking that `model_index.json` names only
-        `ddpm_kiit` or `diffusers` components (a folder from a stranger could name any importable module)."""
+        `ddpm_kiit` or `diffusers` components, or the modules ddpm-kiit writes beside the weights (a folder from a
+        stranger could name any importable module)."""
         import json
 
         index_path = os.path.join(str(pretrained_model_name_or_path), "model_index.json")
@@ -126,7 +131,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
                 index = json.load(f)
             for component in ("unet", "scheduler"):
                 entry = index.get(component)
-                if isinstance(entry, list) and entry and entry[0] is not None:
+                if isinstance(entry, list) and entry and entry[0] is not None and not is_generated_entry(entry):
                     library = str(entry[0]).split(".")[0]
                     if library not in cls.allowed_component_libraries:
                         raise ValueError(
@@ -135,21 +140,29 @@ class KiitDDPMPipeline(DiffusionPipeline):
                         )
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
+    @needs_package
     def save_pretrained(self, save_directory, *args, model_card_kwargs: Optional[Dict] = None, **kwargs):
-        """Saves like [`DiffusionPipeline.save_pretrained`], plus our model card as `README.md` beside the weights.
+        """Saves like [`DiffusionPipeline.save_pretrained`], plus the pipeline's code and our model card.
 
-        `model_card_kwargs` go to [`ddpm_kiit.hub.render_model_card`] (e.g. `training_command`, `hyperparameters`,
-        `sample_grid`, `quality`). `push_to_hub=True` pushes with our card, not Diffusers' bare one.
+        Beside the weights go self-contained modules generated from the package's source (the pipeline's at the
+        root, the unet's in `unet/`, our scheduler's in `scheduler/`), named in `model_index.json` so that stock
+        Diffusers loads the folder with `trust_remote_code=True` where ddpm-kiit is not installed
+        ([`ddpm_kiit.remote_code`]), and the card as `README.md`. `model_card_kwargs` go to
+        [`ddpm_kiit.hub.render_model_card`] (e.g. `training_command`, `hyperparameters`, `sample_grid`, `quality`).
+        `push_to_hub=True` pushes with our card, not Diffusers' bare one.
         """
         from ..hub import write_model_card
+        from ..remote_code import write_remote_code
 
         push_to_hub = kwargs.pop("push_to_hub", False)
         super().save_pretrained(save_directory, *args, **kwargs)
+        write_remote_code(self, save_directory)
         write_model_card(self, save_directory, **(model_card_kwargs or {}))
         if push_to_hub:
             repo_id = kwargs.get("repo_id", os.path.basename(os.path.normpath(save_directory)))
             self.push_to_hub(repo_id, token=kwargs.get("token"), private=kwargs.get("private"))
 
+    @needs_package
     def push_to_hub(
         self,
         repo_id: str,
