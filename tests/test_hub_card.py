@@ -2,6 +2,7 @@ import re
 
 import torch
 from huggingface_hub import ModelCard
+from no_package import check, run_without_package
 
 from ddpm_kiit import KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
 from ddpm_kiit.hub import render_model_card
@@ -48,12 +49,66 @@ def test_card_does_not_claim_the_flaw_for_a_fixed_schedule():
     assert "not recorded" in card.text
 
 
+def _snippets(folder):
+    return re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
+
+
 def test_card_usage_snippet_runs_as_written(tmp_path, monkeypatch):
     pipe = _pipe()
     folder = tmp_path / "pipe"
     pipe.save_pretrained(folder, model_card_kwargs={"repo_id_or_path": str(folder)})
-    snippet = re.search(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S).group(1)
+    package_route = _snippets(folder)[0]
+    assert "import ddpm_kiit" in package_route and "trust_remote_code" not in package_route
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
-    exec(compile(snippet, "model-card-usage", "exec"), {})
+    exec(compile(package_route, "model-card-usage", "exec"), {})
     assert (tmp_path / "sample.png").is_file()
+
+
+def test_card_remote_code_snippet_runs_as_written_where_ddpm_kiit_is_not_installed(tmp_path):
+    folder = tmp_path / "pipe"
+    _pipe().save_pretrained(folder, model_card_kwargs={"repo_id_or_path": str(folder)})
+    remote_route = _snippets(folder)[1]
+    assert "trust_remote_code=True" in remote_route and "ddpm_kiit" not in remote_route
+    work = tmp_path / "work"
+    work.mkdir()
+    check(run_without_package(remote_route, work))
+    assert (work / "sample.png").is_file()
+
+
+def test_card_says_what_trust_remote_code_runs_and_how_to_pin_it(tmp_path):
+    _pipe().save_pretrained(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    for path in ("pipeline_kiit_ddpm.py", "unet/unet_kiit_simple.py", "scheduler/scheduling_kiit_ddpm.py"):
+        assert f"`{path}`" in text and (tmp_path / path).is_file()
+    assert 'revision="<commit sha>"' in text
+    assert "Pass `trust_remote_code=True`" in text and "`import ddpm_kiit` first" in text
+
+
+def test_card_of_a_pipeline_with_a_stock_scheduler_lists_only_the_code_it_carries():
+    from diffusers import DDIMScheduler
+
+    pipe = _pipe()
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    text = render_model_card(pipe).text
+    assert "`unet/unet_kiit_simple.py`" in text and "scheduler/scheduling" not in text
+
+
+def test_updating_the_usage_section_keeps_the_rest_of_the_card(tmp_path):
+    from ddpm_kiit.hub import update_card_usage
+
+    pipe = _pipe()
+    pipe.save_pretrained(tmp_path, model_card_kwargs={"training_command": "`python train.py --steps 3`"})
+    path = tmp_path / "README.md"
+    old = re.sub(
+        r"## Usage\n.*?(?=^## )",
+        '## Usage\n\nDiffusionPipeline.from_pretrained("me/old")\n\n',
+        path.read_text(),
+        flags=re.M | re.S,
+    )
+    path.write_text(old)
+    update_card_usage(tmp_path, pipe)
+    text = path.read_text()
+    assert 'from_pretrained("me/old", trust_remote_code=True)' in text  # the card's own repo id is kept
+    assert "`python train.py --steps 3`" in text and "## Limitations" in text
+    assert ModelCard.load(path).data.to_dict()["library_name"] == "diffusers"

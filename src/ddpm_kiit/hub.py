@@ -106,6 +106,9 @@ def render_model_card(
             "BatchNorm running statistics average over all noise levels, so eval-mode outputs differ from what "
             "training optimised; `norm_type='group'` avoids this."
         )
+    from . import __version__
+    from .remote_code import code_files
+
     template = resources.files("ddpm_kiit.model_cards").joinpath("kiit_ddpm.md")
     with resources.as_file(template) as template_path:
         return ModelCard.from_template(
@@ -125,6 +128,8 @@ def render_model_card(
             sample_grid=sample_grid,
             quality=quality,
             limitations=limitations,
+            code_files=list(code_files(pipe)),
+            ddpm_kiit_version=__version__,
         )
 
 
@@ -190,6 +195,37 @@ def quality_markdown(report: Dict) -> str:
         f"({report['scheduler']}, {report['num_inference_steps'] or 'all'} steps) against held-out "
         f"{report['dataset']} images, {report['features']} features.\n\n" + "\n".join(rows)
     )
+
+
+def _replace_section(text: str, title: str, section: str) -> str:
+    """`text` with its `## title` section (up to the next `## `) replaced by `section`, or `section` added."""
+    import re
+
+    pattern = rf"^## {re.escape(title)}\n.*?(?=^## |\Z)"
+    if re.search(pattern, text, re.M | re.S):
+        return re.sub(pattern, lambda _: section, text, count=1, flags=re.M | re.S)
+    return text + "\n" + section
+
+
+def update_card_usage(folder: os.PathLike, pipe, repo_id_or_path: Optional[str] = None) -> Path:
+    """Replaces the `## Usage` section of the card in `folder` with the current template's, for `pipe`, keeping the
+    rest (training command, samples, quality). `repo_id_or_path` defaults to the one the card's snippet loads."""
+    import re
+
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} does not exist: only pipeline folders with a model card can be updated.")
+    card = ModelCard.load(path)
+    if repo_id_or_path is None:
+        found = re.search(r'from_pretrained\("([^"]+)"', card.text)
+        repo_id_or_path = found.group(1) if found else "path/to/this/folder"
+    fresh = render_model_card(pipe, repo_id_or_path=repo_id_or_path).text
+    usage = re.search(r"^## Usage\n.*?(?=^## |\Z)", fresh, re.M | re.S).group(0)
+    card.text = _replace_section(card.text, "Usage", usage)
+    partial = path.with_name(".README.md.partial")
+    card.save(partial)
+    os.replace(partial, path)
+    return path
 
 
 def update_card_quality(folder: os.PathLike, report: Dict) -> Path:
