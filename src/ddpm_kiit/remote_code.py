@@ -385,3 +385,25 @@ def remote_code_paths(index: Dict) -> List[str]:
         if is_generated_entry(entry):
             paths.append(f"{entry[0]}.py" if key == "_class_name" else f"{key}/{entry[0]}.py")
     return paths
+
+
+def refresh_saved_folder(folder: os.PathLike) -> List[Path]:
+    """Brings a folder that `save_pretrained` wrote (an older ddpm-kiit's included) to the current layout without
+    touching its weights: writes the generated modules, names them in `model_index.json` and renews the card's Usage
+    section (the rest of the card stays). This is how the shipped pipelines moved to the layout of issue 23, and how
+    they follow a change of the package's source:
+
+        from ddpm_kiit.pretrained import shipped_pipelines
+        from ddpm_kiit.remote_code import refresh_saved_folder
+
+        for folder in shipped_pipelines().values():
+            refresh_saved_folder(folder)
+    """
+    from .hub import update_card_usage
+    from .pipelines import KiitDDPMPipeline
+
+    pipe = KiitDDPMPipeline.from_pretrained(folder)
+    written = write_remote_code(pipe, folder)
+    if (Path(folder) / "README.md").is_file():
+        update_card_usage(folder, pipe)
+    return written
