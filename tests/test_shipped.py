@@ -1,11 +1,14 @@
 """Issue 8: the pipelines that ship in the package load, generate recognisable images, and say how they were made."""
 
+import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline
+from no_package import check, run_without_package, sample
 from PIL import Image
 
 import ddpm_kiit
@@ -13,6 +16,7 @@ from ddpm_kiit import KiitDDPMPipeline
 from ddpm_kiit.cli import main as cli
 from ddpm_kiit.evaluation import load_classifier
 from ddpm_kiit.pretrained import SHIPPED, resolve_pipeline, shipped_pipeline, shipped_pipelines
+from ddpm_kiit.remote_code import code_files, generate_module
 
 MAX_SHIPPED_MB = 25
 
@@ -113,3 +117,40 @@ def test_a_local_folder_wins_over_a_shipped_name(tmp_path, monkeypatch):
 def test_unknown_shipped_name_lists_the_shipped_ones():
     with pytest.raises(ValueError, match="the package ships \\['emoji', 'mnist'\\]"):
         shipped_pipeline("cifar10")
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_pipeline_gives_the_same_images_with_and_without_the_package(name, tmp_path):
+    folder = shipped_pipeline(name)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_kiit_ddpm", "KiitDDPMPipeline"]
+    expected = sample(KiitDDPMPipeline.from_pretrained(folder))
+    check(
+        run_without_package(
+            f"""
+            from diffusers import DiffusionPipeline
+
+            pipe = DiffusionPipeline.from_pretrained({str(folder)!r}, trust_remote_code=True)
+            assert type(pipe).__module__.startswith("diffusers_modules")
+            np.save("images.npy", sample(pipe))
+            """,
+            tmp_path,
+        )
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), expected)
+
+
+REFRESH = (
+    "python -c 'from ddpm_kiit.pretrained import shipped_pipelines; from ddpm_kiit.remote_code import "
+    "refresh_saved_folder; [refresh_saved_folder(f) for f in shipped_pipelines().values()]'"
+)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_code_is_what_the_package_source_generates(name):
+    folder = shipped_pipeline(name)
+    for path, cls in code_files(KiitDDPMPipeline.from_pretrained(folder)).items():
+        assert (folder / path).read_text() == generate_module(cls.__module__, cls.__name__), (
+            f"{folder.name}/{path} is not what {cls.__module__} generates now: the package's source changed since "
+            f"the shipped pipelines were saved. Regenerate their code (the weights stay as they are): {REFRESH}"
+        )
