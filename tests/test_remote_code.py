@@ -289,3 +289,14 @@ def test_a_pushed_repo_loads_both_ways_from_the_hub(saved, fake_hub, tmp_path, m
     for pipe in (DiffusionPipeline.from_pretrained(repo_id), KiitDDPMPipeline.from_pretrained(repo_id)):
         assert type(pipe) is KiitDDPMPipeline
         np.testing.assert_array_equal(sample(pipe), expected)
+
+
+def test_index_helpers_read_both_layouts(saved):
+    from ddpm_kiit.remote_code import pipeline_class_name, remote_code_paths
+
+    index = json.loads((saved / "model_index.json").read_text())
+    assert pipeline_class_name(index) == "KiitDDPMPipeline"
+    assert sorted(remote_code_paths(index)) == [p for p, _ in sorted(GENERATED[:3])]
+    old = {"_class_name": "KiitDDPMPipeline", "unet": ["ddpm_kiit", "SimpleUNet2DModel"]}
+    assert pipeline_class_name(old) == "KiitDDPMPipeline" and remote_code_paths(old) == []
+    assert remote_code_paths({"_class_name": ["evil", "KiitDDPMPipeline"], "unet": ["evil", "Payload"]}) == []
