@@ -150,7 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _evaluate(args) -> str:
-    import json
 
     from .evaluation import evaluate_pipeline, format_report
     from .sampling import load_pipeline, swap_scheduler
@@ -174,10 +173,9 @@ def _evaluate(args) -> str:
     )
     report["command"] = "ddpm-kiit " + shlex.join(redact_argv(args.argv))
     if args.out:
-        partial = f"{args.out}.partial"
-        with open(partial, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(partial, args.out)
+        from .io_utils import write_json_atomically
+
+        write_json_atomically(args.out, report)
     if args.update_card:
         from .hub import update_card_quality
 

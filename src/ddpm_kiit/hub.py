@@ -7,6 +7,8 @@ from typing import Dict, Optional
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .io_utils import atomic_file
+
 SCHEDULE_FLAW = (
     "The noise schedule is the talk's (T = {T}, betas {start:g} to {end:g}): alpha_bar_T = {alpha_bar_T:.3f}, so x_T "
     "is not pure noise and sampling starts from a state the model never saw in training. Retrain with "
@@ -222,9 +224,8 @@ def update_card_usage(folder: os.PathLike, pipe, repo_id_or_path: Optional[str] 
     fresh = render_model_card(pipe, repo_id_or_path=repo_id_or_path).text
     usage = re.search(r"^## Usage\n.*?(?=^## |\Z)", fresh, re.M | re.S).group(0)
     card.text = _replace_section(card.text, "Usage", usage)
-    partial = path.with_name(".README.md.partial")
-    card.save(partial)
-    os.replace(partial, path)
+    with atomic_file(path) as partial:
+        card.save(partial)
     return path
 
 
@@ -245,7 +246,6 @@ def update_card_quality(folder: os.PathLike, report: Dict) -> Path:
     else:
         text = text + "\n" + section
     card.text = text
-    partial = path.with_name(".README.md.partial")
-    card.save(partial)
-    os.replace(partial, path)
+    with atomic_file(path) as partial:
+        card.save(partial)
     return path

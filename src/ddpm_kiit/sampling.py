@@ -17,6 +17,7 @@ from diffusers import (
 from diffusers.utils import make_image_grid
 from PIL import Image, ImageDraw
 
+from .io_utils import atomic_file
 from .pipelines import KiitDDPMPipeline
 from .schedulers import KiitDDPMScheduler
 
@@ -57,10 +58,8 @@ def write_image_atomically(image: Image.Image, out: os.PathLike, overwrite: bool
     out = Path(out)
     if out.exists() and not overwrite:
         raise ValueError(f"{str(out)!r} already exists; choose another --out or pass --overwrite.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial{out.suffix}")
-    image.save(partial)
-    os.replace(partial, out)
+    with atomic_file(out) as partial:
+        image.save(partial)
     return out
 
 

@@ -12,6 +12,7 @@ from diffusers.utils import logging
 from tqdm.auto import tqdm
 
 from ..data import ImageTransform, dataset_to_tensor, default_cache_dir, load_image_dataset
+from ..io_utils import atomic_file
 from .features import InceptionFeatures, load_classifier
 from .metrics import copy_fraction, frechet_distance, kernel_inception_distance, precision_recall
 
@@ -230,13 +231,8 @@ def _save_whole(tensors: Dict[str, torch.Tensor], path: Path, metadata: Optional
     """Writes a safetensors file aside, then renames it: readers see the whole file or none, even after a crash."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    with atomic_file(path) as partial:
         save_file(tensors, str(partial), metadata=metadata)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def score_samples(

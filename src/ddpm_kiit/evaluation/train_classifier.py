@@ -1,7 +1,6 @@
 """Trains the small classifiers whose penultimate layer is the feature space of `ddpm-kiit evaluate`."""
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import ImageTransform, dataset_to_tensor, load_image_dataset
+from ..io_utils import atomic_file
 from .features import CLASSIFIER_DATASETS, DigitClassifier, classifier_weights_path
 
 
@@ -72,11 +72,7 @@ def train_classifier(
     progress.close()
     result = {"test_accuracy": accuracy(model, test_x, test_y), "train_accuracy": accuracy(model, train_x, train_y)}
     output = Path(output) if output is not None else classifier_weights_path(dataset_name)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    os.close(handle)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, partial)
-    os.chmod(partial, 0o644)
-    os.replace(partial, output)
+    with atomic_file(output) as partial:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(partial))
     result["path"] = str(output)
     return result

@@ -19,6 +19,7 @@ from diffusers.utils import logging, make_image_grid
 
 from ..data import ImageTransform, dataset_to_tensor, image_channels, load_image_dataset
 from ..devices import configure_cpu_threads, native_bf16
+from ..io_utils import promote
 from ..models import SimpleUNet2DModel
 from ..redaction import has_secret_flag, public_config, rerunnable_argv
 from ..schedulers import KiitDDPMScheduler
@@ -127,9 +128,7 @@ def _save_checkpoint(accelerator, unet, ema_model, output_dir: Path, global_step
             "weights_checksums": checksums,
         }
         (partial / STATE_FILE).write_text(json.dumps(state))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
+        promote(partial, final)
         if limit is not None:
             for old in list_checkpoints(output_dir)[:-limit]:
                 shutil.rmtree(old)
@@ -216,10 +215,7 @@ def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str
         grid.save(staging / "samples.png")
         # model_index.json goes last: loaders recognise a pipeline by it, so the folder is one only when complete.
         for entry in sorted(staging.iterdir(), key=lambda entry: entry.name == "model_index.json"):
-            target = output_dir / entry.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(entry, target)
+            promote(entry, output_dir / entry.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return pipe
