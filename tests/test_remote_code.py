@@ -17,7 +17,7 @@ from fake_hub import fake_hub_fixture  # noqa: F401
 from no_package import check, run_without_package, sample
 
 import ddpm_kiit
-from ddpm_kiit import GaussianBlurScheduler, KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
+from ddpm_kiit import GaussianBlurScheduler, KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel, remote_code
 from ddpm_kiit.cli import main as cli
 from ddpm_kiit.remote_code import ALLOWED_IMPORTS, REMOTE_MODULES, generate_module
 
@@ -300,3 +300,61 @@ def test_index_helpers_read_both_layouts(saved):
     old = {"_class_name": "KiitDDPMPipeline", "unet": ["ddpm_kiit", "SimpleUNet2DModel"]}
     assert pipeline_class_name(old) == "KiitDDPMPipeline" and remote_code_paths(old) == []
     assert remote_code_paths({"_class_name": ["evil", "KiitDDPMPipeline"], "unet": ["evil", "Payload"]}) == []
+
+
+# The generator's rules, on a package of its own
+
+
+@pytest.fixture
+def toy_package(tmp_path, monkeypatch):
+    """A package `toypkg` whose `main.Toy` needs a helper from `toypkg.helpers`; tests add methods to it."""
+    root = tmp_path / "toypkg"
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    (root / "helpers.py").write_text("import math\n\n\ndef double(x):\n    return 2 * x + math.pi * 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(methods: str):
+        imports = (
+            "import torch\n\nfrom ddpm_kiit.remote_code import needs_package, package_only\n\n"
+            "from .helpers import double\n"
+        )
+        body = imports + "\n\nclass Toy(torch.nn.Module):\n" + methods
+        (root / "main.py").write_text(body)
+        for name in ("toypkg.main", "toypkg.helpers", "toypkg"):
+            sys.modules.pop(name, None)
+        generate_module.cache_clear()
+        remote_code._module.cache_clear()  # the parsed sources
+        return lambda: generate_module("toypkg.main", "Toy")
+
+    yield write
+    for name in ("toypkg.main", "toypkg.helpers", "toypkg"):
+        sys.modules.pop(name, None)
+    generate_module.cache_clear()
+    remote_code._module.cache_clear()
+
+
+def test_generator_inlines_helpers_and_handles_marked_methods(toy_package):
+    source = toy_package(
+        "    def twice(self, x):\n        return double(x)\n\n"
+        "    @package_only\n    def gone(self):\n        from .helpers import double\n\n"
+        "    @needs_package\n    def save(self):\n        from .helpers import double\n"
+    )()
+    assert source.index("def double(x):") < source.index("class Toy(")
+    assert "def gone" not in source and "from .helpers" not in source
+    assert "def save(self, *args, **kwargs):" in source and "needs the ddpm-kiit package" in source
+    assert "toypkg/main.py" in source.split('"""')[0] and "toypkg/helpers.py" in source.split('"""')[0]
+
+
+def test_generator_refuses_a_package_import_inside_an_unmarked_method(toy_package):
+    generate = toy_package("    def save(self):\n        from .helpers import double\n")
+    with pytest.raises(
+        ValueError, match=r"`Toy` in toypkg/main.py runs `from .helpers import double` inside a function"
+    ):
+        generate()
+
+
+def test_generator_refuses_libraries_other_than_torch_diffusers_numpy(toy_package):
+    generate = toy_package("    def show(self):\n        import PIL\n")
+    with pytest.raises(ValueError, match="imports only torch, diffusers, numpy and the standard library"):
+        generate()

@@ -108,8 +108,8 @@ class _SourceModule:
                         self.imports[bound] = (node.module, alias.name, alias.asname)
 
     def display_path(self) -> str:
-        root = Path(importlib.import_module(PACKAGE).__file__).parent.parent
-        return self.path.relative_to(root).as_posix()
+        """The module's file as the header names it, e.g. `ddpm_kiit/models/unet_simple.py`."""
+        return self.name.replace(".", "/") + ("/__init__.py" if self.path.name == "__init__.py" else ".py")
 
     def methods_marked(self, node: ast.stmt) -> Tuple[List[ast.stmt], List[ast.stmt]]:
         """The `@package_only` and the `@needs_package` methods of a class definition."""
@@ -183,14 +183,20 @@ def _local_imports(nodes) -> List[ast.stmt]:
     return [imp for node in nodes for imp in ast.walk(node) if isinstance(imp, (ast.Import, ast.ImportFrom))]
 
 
-def _library(statement: ast.stmt) -> str:
+def _libraries(statement: ast.stmt) -> set:
+    """The top-level libraries an import statement reaches; "." for the package's own (relative) modules."""
     if isinstance(statement, ast.ImportFrom):
-        return "." if statement.level else statement.module.split(".")[0]
-    return statement.names[0].name.split(".")[0]
+        return {"." if statement.level else statement.module.split(".")[0]}
+    return {alias.name.split(".")[0] for alias in statement.names}
 
 
 def _is_stdlib(module: str) -> bool:
     return module.split(".")[0] in sys.stdlib_module_names
+
+
+def _allowed(library: str) -> bool:
+    """Whether a generated module may import `library` (never "." , the package's own modules)."""
+    return library in ALLOWED_IMPORTS or _is_stdlib(library)
 
 
 @functools.lru_cache(maxsize=None)
@@ -216,8 +222,7 @@ def generate_module(module_name: str, class_name: str) -> str:
             needed[name_in].add(name)
             kept = module.kept_nodes(module.definitions[name])
             for statement in _local_imports(kept):
-                library = _library(statement)
-                if library == "." or (library not in ALLOWED_IMPORTS and not _is_stdlib(library)):
+                if not all(_allowed(library) for library in _libraries(statement)):
                     raise ValueError(
                         f"`{name}` in {module.display_path()} runs `{ast.unparse(statement)}` inside a function: a "
                         f"generated module imports only {', '.join(ALLOWED_IMPORTS)} and the standard library. Mark "
@@ -234,8 +239,7 @@ def generate_module(module_name: str, class_name: str) -> str:
             spec = module.imports[name]
             if imports.setdefault(name, spec) != spec:
                 raise ValueError(f"`{name}` is imported as both {imports[name]} and {spec}; use one spelling.")
-            library = spec[0].split(".")[0]
-            if library not in ALLOWED_IMPORTS and not _is_stdlib(library):
+            if not _allowed(spec[0].split(".")[0]):
                 raise ValueError(
                     f"`{class_name}` needs `{name}` from {spec[0]} (via {module.display_path()}); generated modules "
                     f"import only {', '.join(ALLOWED_IMPORTS)} and the standard library."
