@@ -67,7 +67,9 @@ def test_card_usage_snippet_runs_as_written(tmp_path, monkeypatch):
 
 def test_card_remote_code_snippet_runs_as_written_where_ddpm_kiit_is_not_installed(tmp_path):
     folder = tmp_path / "pipe"
-    _pipe().save_pretrained(folder, model_card_kwargs={"repo_id_or_path": str(folder)})
+    unet = SimpleUNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16)).eval()
+    pipe = KiitDDPMPipeline(unet=unet, scheduler=KiitDDPMScheduler(num_train_timesteps=20))  # the snippet runs all T
+    pipe.save_pretrained(folder, model_card_kwargs={"repo_id_or_path": str(folder)})
     remote_route = _snippets(folder)[1]
     assert "trust_remote_code=True" in remote_route and "ddpm_kiit" not in remote_route
     work = tmp_path / "work"
