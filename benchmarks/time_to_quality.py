@@ -39,6 +39,7 @@ from diffusers.utils import make_image_grid
 
 from ddpm_kiit.data import ImageTransform, dataset_to_tensor, load_image_dataset
 from ddpm_kiit.evaluation import evaluate_pipeline
+from ddpm_kiit.evaluation.evaluate import EvaluationCache
 from ddpm_kiit.sampling import swap_scheduler
 from ddpm_kiit.training import parse_args, train
 from ddpm_kiit.training.allocator import keep_freed_memory
@@ -125,11 +126,17 @@ SAMPLERS = {
 
 
 def scorer(args):
+    cache = EvaluationCache()  # one feature network and real side for every scored point
+
     def score(pipe):
         if args.sampler == "ddim":
             swap_scheduler(pipe, "ddim")
         report = evaluate_pipeline(
-            pipe, dataset=args.eval_dataset, num_samples=args.num_samples, num_inference_steps=args.sampler_steps
+            pipe,
+            dataset=args.eval_dataset,
+            num_samples=args.num_samples,
+            num_inference_steps=args.sampler_steps,
+            cache=cache,
         )
         scores = report["scores"]
         return {
@@ -157,7 +164,8 @@ def run_ours(args, label: str = "ours", flags: tuple = ()) -> dict:
         train_args = parse_args(command + (QUICK_TRAIN_FLAGS if args.quick else []))
 
         def callback(step, unet, ema_model, scheduler):
-            return checkpoints(step, lambda: sampling_pipeline(unet, ema_model, scheduler, train_args))
+            sample_with = train_args.sample_scheduler
+            return checkpoints(step, lambda: sampling_pipeline(unet, ema_model, scheduler, sample_with))
 
         checkpoints.clock.start()
         train(train_args, step_callback=callback)
@@ -196,10 +204,9 @@ def run_baseline(args) -> dict:
     batch = 8 if args.quick else 64
 
     # The training loop's own EMA-swapping context; the baseline samples with its DDPMScheduler (swapped to DDIM).
-    no_swap = argparse.Namespace(sample_scheduler=None)
 
     def ema_pipeline():
-        return sampling_pipeline(unet, ema, scheduler, no_swap)
+        return sampling_pipeline(unet, ema, scheduler)
 
     checkpoints = Checkpoints(args.minutes, args.baseline_eval_every, scorer(args), "baseline", args.baseline_steps)
     checkpoints.clock.start()

@@ -39,7 +39,7 @@ sys.exit(train_main(sys.argv[5:]))
 KILL_POINTS = {
     "between checkpoints (step 5 of 6)": ("diffusers.training_utils", "EMAModel", "step", 5),
     "halfway through writing checkpoint-4": ("diffusers.training_utils", "EMAModel", "save_pretrained", 2),
-    "right after checkpoint-4 appeared": ("ddpm_kiit.training.loop", "-", "list_checkpoints", 3),
+    "right after checkpoint-4 appeared": ("ddpm_kiit.training.checkpoints", "-", "list_checkpoints", 3),
     "while writing the finished pipeline": (
         "ddpm_kiit.pipelines.pipeline_kiit_ddpm", "KiitDDPMPipeline", "save_pretrained", 1,
     ),

@@ -22,6 +22,11 @@ def native_bf16(device_type: str) -> bool:
     )
 
 
+def default_mixed_precision() -> str:
+    """bf16 where the hardware computes it natively (a GPU that supports it, or a CPU with AVX-512 BF16 or AMX)."""
+    return "bf16" if native_bf16("cuda" if torch.cuda.is_available() else "cpu") else "no"
+
+
 def resolve_device(name: str = "auto") -> str:
     """
     `"auto"` is the best device present: CUDA, then Apple's MPS, then the CPU, as Diffusers users on a GPU expect.
@@ -141,6 +146,7 @@ __all__ = [
     "DEVICE_CHOICES",
     "ThreadSetting",
     "configure_cpu_threads",
+    "default_mixed_precision",
     "launcher_imposed_threads",
     "native_bf16",
     "physical_cores",

@@ -1,14 +1,18 @@
 """Command-line flags of `examples/train.py`, named as in Diffusers' `train_unconditional.py`, and their checks."""
 
 import argparse
+import dataclasses
 import inspect
 import json
 import os
 import tempfile
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Union
 
+from ..devices import default_mixed_precision
 from ..models.unet_simple import IMPROVED_CONFIG, SEED_VARIANTS, SimpleUNet2DModel
+from .checkpoints import latest_checkpoint, list_checkpoints  # noqa: F401 (their old home)
 
 # The model `accelerate launch examples/train.py` trains with no flags: issue 8's improved model (2.4M parameters,
 # 9.2 MB): GroupNorm residual blocks, a scale-and-shift time embedding, the full-resolution skip the talk's U-Net drops
@@ -30,7 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train.py", description="Train a SimpleUNet DDPM with Accelerate (`accelerate launch examples/train.py`)."
     )
-    data = parser.add_argument_group("data")
+    _add_data_flags(parser.add_argument_group("data"))
+    _add_model_flags(parser.add_argument_group("model and noise"))
+    _add_optimisation_flags(parser.add_argument_group("optimisation"))
+    _add_output_flags(parser.add_argument_group("outputs"))
+    return parser
+
+
+def _add_data_flags(data) -> None:
     data.add_argument(
         "--dataset_name", default=None, help=f"Built-in name, saved dataset or Hub id (default: {DEFAULT_DATASET})."
     )
@@ -48,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training images.")
 
-    model = parser.add_argument_group("model and noise")
+
+def _add_model_flags(model) -> None:
     model.add_argument(
         "--model_variant",
         choices=sorted(MODEL_VARIANTS),
@@ -85,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--snr_gamma", type=float, default=5.0, help="Min-SNR loss weighting (Hang et al. 2023); 0 turns it off."
     )
 
-    optim = parser.add_argument_group("optimisation")
+
+def _add_optimisation_flags(optim) -> None:
     optim.add_argument("--train_batch_size", type=int, default=64)
     optim.add_argument("--num_epochs", type=int, default=None)
     optim.add_argument(
@@ -125,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         "launch` or `torchrun` imposed its default of 1, each local process gets its share of the physical cores).",
     )
 
-    run = parser.add_argument_group("outputs")
+
+def _add_output_flags(run) -> None:
     run.add_argument("--output_dir", default="outputs/ddpm-kiit-mnist")
     run.add_argument(
         "--overwrite_output_dir", action="store_true", help="Replace a finished pipeline in --output_dir."
@@ -147,13 +161,94 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hub_model_id", default=None)
     run.add_argument("--hub_token", default=None)
     run.add_argument("--hub_private_repo", action="store_true")
-    return parser
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    args.command_line = argv
-    return args
+@dataclass(frozen=True)
+class TrainingConfig:
+    """
+    Every flag of `examples/train.py`, typed (the parser above holds their defaults and help). `parse_args` builds
+    one; `validate_args` checks it and returns a completed copy (default data set and step count, bf16 where the
+    hardware has it): nothing is changed in place. `command_line` is the argv it was parsed from, for the model card.
+    """
+
+    dataset_name: Optional[str]
+    dataset_config_name: Optional[str]
+    train_data_dir: Optional[str]
+    image_column: str
+    cache_dir: Optional[str]
+    resolution: int
+    center_crop: bool
+    random_flip: bool
+    skip_bad_images: bool
+    max_train_samples: Optional[int]
+    model_variant: Optional[str]
+    model_config: Optional[str]
+    channels_last: bool
+    scheduler: str
+    scheduler_config: Optional[str]
+    ddpm_num_steps: int
+    ddpm_beta_schedule: str
+    rescale_betas_zero_snr: bool
+    prediction_type: str
+    loss: str
+    snr_gamma: float
+    train_batch_size: int
+    num_epochs: Optional[int]
+    max_train_steps: Optional[int]
+    gradient_accumulation_steps: int
+    learning_rate: float
+    lr_scheduler: str
+    lr_warmup_steps: int
+    adam_beta1: float
+    adam_beta2: float
+    adam_weight_decay: float
+    adam_epsilon: float
+    max_grad_norm: float
+    use_ema: bool
+    ema_inv_gamma: float
+    ema_power: float
+    ema_max_decay: float
+    mixed_precision: Optional[str]
+    seed: int
+    tune_malloc: bool
+    num_threads: Optional[int]
+    output_dir: str
+    overwrite_output_dir: bool
+    checkpointing_steps: int
+    checkpoints_total_limit: int
+    resume_from_checkpoint: Optional[str]
+    save_images_steps: Optional[int]
+    num_sample_images: int
+    num_inference_steps: Optional[int]
+    sample_scheduler: Optional[str]
+    eval_steps: Optional[int]
+    eval_num_samples: int
+    logger: str
+    logging_steps: int
+    push_to_hub: bool
+    hub_model_id: Optional[str]
+    hub_token: Optional[str]
+    hub_private_repo: bool
+    command_line: Optional[List[str]] = None
+
+    @classmethod
+    def from_namespace(cls, namespace: argparse.Namespace) -> "TrainingConfig":
+        values = vars(namespace)
+        return cls(**{field.name: values.get(field.name) for field in fields(cls)})
+
+    def replace(self, **changes) -> "TrainingConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> TrainingConfig:
+    namespace = build_parser().parse_args(argv)
+    namespace.command_line = argv
+    return TrainingConfig.from_namespace(namespace)
+
+
+def as_config(args: Union[TrainingConfig, argparse.Namespace]) -> TrainingConfig:
+    """Accepts the `argparse.Namespace` of earlier versions too (library functions take the typed config)."""
+    return args if isinstance(args, TrainingConfig) else TrainingConfig.from_namespace(args)
 
 
 def load_model_config(args) -> dict:
@@ -199,23 +294,27 @@ def _check_writable(folder: Path):
         raise ValueError(f"--output_dir {str(folder)!r} is not writable ({error}); choose another folder.") from error
 
 
-def list_checkpoints(output_dir: Path) -> List[Path]:
-    """The `checkpoint-<step>` folders of a run, oldest step first."""
-    checkpoints = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def latest_checkpoint(output_dir: Path) -> Optional[Path]:
-    checkpoints = list_checkpoints(output_dir)
-    return checkpoints[-1] if checkpoints else None
-
-
-def validate_args(args) -> None:
-    """Every check that can fail before any work starts, each naming the flag and what would be valid."""
+def validate_args(args: Union[TrainingConfig, argparse.Namespace]) -> TrainingConfig:
+    """
+    Every check that can fail before any work starts, each naming the flag and what would be valid. Returns the
+    config completed with the defaults that depend on other flags; `args` itself is not changed.
+    """
+    args = as_config(args)
     if args.dataset_name is None and args.train_data_dir is None:
-        args.dataset_name = DEFAULT_DATASET
+        args = args.replace(dataset_name=DEFAULT_DATASET)
     if args.dataset_name is not None and args.train_data_dir is not None:
         raise ValueError("Give --dataset_name or --train_data_dir, not both.")
+    args = _check_numbers(args)
+    _check_processes_and_tools(args)
+    _check_resolution(args)
+    _check_output_dir(args)
+    if args.mixed_precision is None:
+        args = args.replace(mixed_precision=default_mixed_precision())
+    return args
+
+
+def _check_numbers(args: TrainingConfig) -> TrainingConfig:
+    """Counts, rates and decays; returns the config with the step count and SNR weighting completed."""
     for name in (
         "resolution",
         "train_batch_size",
@@ -243,7 +342,7 @@ def validate_args(args) -> None:
     if args.num_epochs is not None and args.max_train_steps is not None:
         raise ValueError("Give --num_epochs or --max_train_steps, not both (one decides when training ends).")
     if args.num_epochs is None and args.max_train_steps is None:
-        args.max_train_steps = DEFAULT_MAX_TRAIN_STEPS
+        args = args.replace(max_train_steps=DEFAULT_MAX_TRAIN_STEPS)
     if args.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be positive, got {args.learning_rate}.")
     if args.lr_warmup_steps < 0:
@@ -257,9 +356,14 @@ def validate_args(args) -> None:
     if args.snr_gamma is not None and args.snr_gamma < 0:
         raise ValueError(f"--snr_gamma must be >= 0 (0 turns the weighting off), got {args.snr_gamma}.")
     if args.snr_gamma == 0:
-        args.snr_gamma = None
+        args = args.replace(snr_gamma=None)
     if not 0 < args.ema_max_decay < 1:
         raise ValueError(f"--ema_max_decay must be in (0, 1), got {args.ema_max_decay}.")
+    return args
+
+
+def _check_processes_and_tools(args: TrainingConfig) -> None:
+    """Evaluation, the Hub, sampling schedulers, mixed precision and loggers: each must be usable here."""
     if args.eval_steps is not None:
         from ..evaluation.features import CLASSIFIER_FOR
 
@@ -298,6 +402,8 @@ def validate_args(args) -> None:
         if importlib.util.find_spec("tensorboard") is None:
             raise ValueError("--logger tensorboard needs `pip install tensorboard` (or pass --logger none).")
 
+
+def _check_resolution(args: TrainingConfig) -> None:
     config = load_model_config(args)
     factor = 2 ** (len(config.get("block_out_channels", (64, 128, 256, 512, 1024))) - 1)
     if args.resolution % factor:
@@ -307,6 +413,9 @@ def validate_args(args) -> None:
             f"{factor.bit_length() - 1} down blocks need; use one of {nearest}."
         )
 
+
+def _check_output_dir(args: TrainingConfig) -> None:
+    """Writable, and never a finished pipeline overwritten by accident; a resumed run needs its checkpoint."""
     output_dir = Path(args.output_dir)
     _check_writable(output_dir)
     if args.resume_from_checkpoint is not None:

@@ -1,5 +1,7 @@
 """The Accelerate training loop: scheduler.add_noise -> unet -> loss -> optimizer, with EMA, checkpoints and grids."""
 
+import argparse
+import dataclasses
 import json
 import logging as std_logging
 import math
@@ -10,36 +12,33 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
 from diffusers.utils import logging, make_image_grid
 
 from ..data import ImageTransform, dataset_to_tensor, image_channels, load_image_dataset
-from ..devices import configure_cpu_threads, native_bf16
-from ..io_utils import promote
+from ..devices import configure_cpu_threads, default_mixed_precision  # noqa: F401 (re-exported)
+from ..io_utils import promote, write_json_atomically
 from ..models import SimpleUNet2DModel
 from ..redaction import has_secret_flag, public_config, rerunnable_argv
 from ..schedulers import KiitDDPMScheduler
 from .allocator import keep_freed_memory
-from .args import latest_checkpoint, list_checkpoints, load_model_config, validate_args
+from .args import TrainingConfig, load_model_config, validate_args
+from .checkpoints import STATE_FILE, latest_checkpoint, list_checkpoints, resume, save_checkpoint  # noqa: F401
 
 logger = logging.get_logger(__name__)
 # Diffusers' loggers keep rank 0's records only; what each process says for itself (its threads) goes through this one.
 process_logger = std_logging.getLogger(f"{__name__}.processes")
 
-STATE_FILE = "training_state.json"
-
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-def default_mixed_precision() -> str:
-    """bf16 where the hardware computes it natively (a GPU that supports it, or a CPU with AVX-512 BF16 or AMX)."""
-    return "bf16" if native_bf16("cuda" if torch.cuda.is_available() else "cpu") else "no"
 
 
 def build_scheduler(args):
@@ -98,54 +97,17 @@ def _batch_indices(num_images: int, global_batch: int, micro_step: int, seed: in
     return order[position * global_batch : (position + 1) * global_batch]
 
 
-def _weights_checksum(model) -> torch.Tensor:
-    """A float64 fingerprint of every parameter and buffer, to check that data-parallel processes agree."""
-    total = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
-    for index, tensor in enumerate(model.state_dict().values()):
-        if tensor.is_floating_point():
-            total += (index + 1) * tensor.double().sum()
-    return total
-
-
-def _save_checkpoint(accelerator, unet, ema_model, output_dir: Path, global_step: int, limit: Optional[int]) -> Path:
-    """Writes `checkpoint-<step>` through a temporary folder, so a kill at any moment keeps the previous one intact.
-
-    Its `training_state.json` holds the step and each process's weight checksum (they must all be equal).
-    """
-    checksums = accelerator.gather(_weights_checksum(accelerator.unwrap_model(unet))[None]).tolist()
-    final = output_dir / f"checkpoint-{global_step}"
-    partial = output_dir / f".checkpoint-{global_step}.partial"
-    if accelerator.is_main_process and partial.exists():
-        shutil.rmtree(partial)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial), safe_serialization=True)
-    if accelerator.is_main_process:
-        if ema_model is not None:
-            ema_model.save_pretrained(str(partial / "unet_ema"))  # safetensors, not a pickle
-        state = {
-            "global_step": global_step,
-            "num_processes": accelerator.num_processes,
-            "weights_checksums": checksums,
-        }
-        (partial / STATE_FILE).write_text(json.dumps(state))
-        promote(partial, final)
-        if limit is not None:
-            for old in list_checkpoints(output_dir)[:-limit]:
-                shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
-
-
 @contextmanager
-def sampling_pipeline(unet, ema_model, scheduler, args):
+def sampling_pipeline(unet, ema_model, scheduler, sample_scheduler: Optional[str] = None):
     """A pipeline over `unet` in eval mode, with the EMA weights swapped in when there are any; training weights
-    and mode are restored afterwards. `--sample_scheduler` replaces the training scheduler for sampling."""
+    and mode are restored afterwards. `sample_scheduler` (`--sample_scheduler`, a name of `sampling.SCHEDULERS`)
+    replaces the training scheduler for sampling."""
     from ..pipelines import KiitDDPMPipeline
     from ..sampling import swap_scheduler
 
     pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)
-    if args.sample_scheduler is not None:
-        swap_scheduler(pipe, args.sample_scheduler)
+    if sample_scheduler is not None:
+        swap_scheduler(pipe, sample_scheduler)
     pipe.set_progress_bar_config(disable=True)
     if ema_model is not None:
         ema_model.store(unet.parameters())
@@ -165,7 +127,7 @@ def sample_grid(unet, ema_model, scheduler, args, device):
     """A grid of `args.num_sample_images` samples (seeded with `args.seed`) with the EMA weights."""
     from ..sampling import grid_shape
 
-    with sampling_pipeline(unet, ema_model, scheduler, args) as pipe:
+    with sampling_pipeline(unet, ema_model, scheduler, args.sample_scheduler) as pipe:
         images = pipe(
             batch_size=args.num_sample_images,
             generator=torch.Generator(device).manual_seed(args.seed),
@@ -221,42 +183,72 @@ def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str
     return pipe
 
 
+@dataclass
+class _Run:
+    """What one training run holds between its set-up, its steps and its end."""
+
+    config: TrainingConfig
+    accelerator: object
+    unet: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    ema_model: Optional[object]
+    noise_scheduler: object
+    images: torch.Tensor
+    output_dir: Path
+    global_batch: int
+    max_train_steps: int
+    command: str
+    global_step: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+
 def train(
-    args, step_callback: Optional[Callable[[int, torch.nn.Module, Optional[object], object], bool]] = None
+    args: Union[TrainingConfig, "argparse.Namespace"],
+    step_callback: Optional[Callable[[int, torch.nn.Module, Optional[object], object], bool]] = None,
 ) -> Path:
     """
-    Runs a whole training job described by `args` (see `ddpm_kiit.training.args`). Returns the output folder.
+    Runs a whole training job described by `args` (a `TrainingConfig` from `parse_args`; see
+    `ddpm_kiit.training.args`). Returns the output folder.
 
     `step_callback(global_step, unet, ema_model, noise_scheduler)`, if given, runs on the main process after every
     optimizer step (the model is unwrapped, `ema_model` is the `EMAModel` or `None`); returning `True` ends training
     there, which is then saved as usual. `benchmarks/time_to_quality.py` uses it to evaluate at wall-clock points.
     Single-process runs only: the other processes would not learn that the run stopped.
     """
+    run = _set_up(validate_args(args))
+    if step_callback is not None and run.accelerator.num_processes > 1:
+        raise ValueError("`step_callback` works in single-process runs only.")
+    first_step, loop_start = run.global_step, time.perf_counter()
+    _run_steps(run, step_callback)
+    _finish(run, first_step, time.perf_counter() - loop_start)
+    return run.output_dir
+
+
+def _set_up(config: TrainingConfig) -> _Run:
+    """Threads, Accelerate, the data (checked before anything is written), the model, optimizer, EMA, resumption."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
-    validate_args(args)
-    threads = configure_cpu_threads(args.num_threads)
-    if args.mixed_precision is None:
-        args.mixed_precision = default_mixed_precision()
-    if args.tune_malloc:
+    threads = configure_cpu_threads(config.num_threads)
+    if config.tune_malloc:
         logger.info(f"glibc malloc tuning: {keep_freed_memory()}")
-    output_dir = Path(args.output_dir)
+    output_dir = Path(config.output_dir)
     # Launched as several processes (`accelerate launch --multi_gpu --num_processes N`, `torchrun`) on a machine with
     # no GPU, Accelerate only sets up data-parallel training (gloo) when told to use the CPU; without that, each
     # process would silently train a model of its own.
     multi_process_on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(
         cpu=multi_process_on_cpu,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.logger == "none" else args.logger,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with=None if config.logger == "none" else config.logger,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
-    set_seed(args.seed)
+    set_seed(config.seed)
     device = accelerator.device
     if device.type == "cpu":
         # Accelerate's multi-CPU set-up may set its own thread count while it initialises: ours is the one that holds.
@@ -265,221 +257,238 @@ def train(
         f"Process {accelerator.process_index} of {accelerator.num_processes} on {device.type}: {threads}"
     )
 
-    # Data, once, as tensors in memory: no image decoding inside the loop.
-    dataset = load_image_dataset(
-        args.dataset_name, args.dataset_config_name, args.train_data_dir, args.image_column, "train", args.cache_dir
-    )
-    if args.max_train_samples is not None:
-        dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
-    channels = image_channels(dataset)
-    config = load_model_config(args)
-    config.setdefault("in_channels", channels)
-    config.setdefault("out_channels", config["in_channels"])
-    transform = ImageTransform(args.resolution, config["in_channels"], center_crop=args.center_crop)
-    with accelerator.main_process_first():
-        images = dataset_to_tensor(dataset, transform, skip_bad_images=args.skip_bad_images)
-    global_batch = args.train_batch_size * accelerator.num_processes
-    if len(images) < global_batch:
-        raise ValueError(
-            f"The dataset has {len(images)} images, fewer than one batch ({args.train_batch_size} per process x "
-            f"{accelerator.num_processes} processes); lower --train_batch_size."
-        )
+    images, model_config = _load_images(config, accelerator)
+    global_batch = config.train_batch_size * accelerator.num_processes
     output_dir.mkdir(parents=True, exist_ok=True)  # the first write, now that the data is known good
-
-    unet = SimpleUNet2DModel(**config)
-    if accelerator.num_processes > 1 and unet.config.norm_type == "batch" and device.type == "cuda":
-        # BatchNorm under DDP: synchronise statistics across GPUs. SyncBatchNorm has no CPU kernel, so on CPU each
-        # process normalises its own batch and DDP broadcasts rank 0's running statistics (documented in README).
-        unet = torch.nn.SyncBatchNorm.convert_sync_batchnorm(unet)
-    if args.channels_last:
-        unet = unet.to(memory_format=torch.channels_last)
-    noise_scheduler = build_scheduler(args)
+    unet = _build_unet(config, model_config, accelerator)
+    noise_scheduler = build_scheduler(config)
     if getattr(noise_scheduler.config, "process", None) == "cold":
         noise_scheduler.fit_initial_distribution(images)  # where sampling starts; saved with the scheduler
 
     optimizer = torch.optim.AdamW(
         unet.parameters(),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.adam_weight_decay,
+        eps=config.adam_epsilon,
     )
-    micro_per_epoch = len(images) // global_batch
-    steps_per_epoch = math.ceil(micro_per_epoch / args.gradient_accumulation_steps)
-    max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
-    args.max_train_steps = max_train_steps
+    steps_per_epoch = math.ceil(len(images) // global_batch / config.gradient_accumulation_steps)
+    config = config.replace(max_train_steps=config.max_train_steps or config.num_epochs * steps_per_epoch)
     lr_scheduler = get_scheduler(
-        args.lr_scheduler,
+        config.lr_scheduler,
         optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
+        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=config.max_train_steps * accelerator.num_processes,
     )
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    ema_model = None
-    if args.use_ema:
-        ema_model = EMAModel(
-            accelerator.unwrap_model(unet).parameters(),
-            decay=args.ema_max_decay,
-            use_ema_warmup=True,
-            inv_gamma=args.ema_inv_gamma,
-            power=args.ema_power,
-            model_cls=SimpleUNet2DModel,
-            model_config=accelerator.unwrap_model(unet).config,
-        )
-        ema_model.to(device)
+    ema_model = _build_ema(config, accelerator.unwrap_model(unet), device)
+    run = _Run(
+        config, accelerator, unet, optimizer, lr_scheduler, ema_model, noise_scheduler, images.to(device),
+        output_dir, global_batch, config.max_train_steps, _card_command(config),
+    )  # fmt: skip
+    if config.resume_from_checkpoint is not None:
+        run.global_step = resume(accelerator, ema_model, output_dir, config.resume_from_checkpoint, device)
+    if accelerator.is_main_process and config.logger != "none":
+        accelerator.init_trackers("ddpm-kiit", config=public_config(dataclasses.asdict(config)))
+    return run
 
-    global_step = 0
-    if args.resume_from_checkpoint is not None:
-        path = (
-            latest_checkpoint(output_dir)
-            if args.resume_from_checkpoint == "latest"
-            else Path(args.resume_from_checkpoint)
-        )
-        accelerator.load_state(str(path))
-        global_step = json.loads((path / STATE_FILE).read_text())["global_step"]
-        if ema_model is not None:
-            _load_ema(ema_model, path / "unet_ema", device)
-        accelerator.print(f"Resumed from {path} at step {global_step}")
 
-    if accelerator.is_main_process and args.logger != "none":
-        accelerator.init_trackers("ddpm-kiit", config=public_config(vars(args)))
-    argv = args.command_line if args.command_line is not None else sys.argv[1:]
-    # The card's command leaves a token flag out (it reruns with HF_TOKEN or `hf auth login`) and says so.
+def _load_images(config: TrainingConfig, accelerator) -> tuple:
+    """The training images, once, as one tensor in memory (no decoding inside the loop), and the model config
+    completed with their channels."""
+    dataset = load_image_dataset(
+        config.dataset_name,
+        config.dataset_config_name,
+        config.train_data_dir,
+        config.image_column,
+        "train",
+        config.cache_dir,
+    )
+    if config.max_train_samples is not None:
+        dataset = dataset.select(range(min(config.max_train_samples, len(dataset))))
+    model_config = load_model_config(config)
+    model_config.setdefault("in_channels", image_channels(dataset))
+    model_config.setdefault("out_channels", model_config["in_channels"])
+    transform = ImageTransform(config.resolution, model_config["in_channels"], center_crop=config.center_crop)
+    with accelerator.main_process_first():
+        images = dataset_to_tensor(dataset, transform, skip_bad_images=config.skip_bad_images)
+    global_batch = config.train_batch_size * accelerator.num_processes
+    if len(images) < global_batch:
+        raise ValueError(
+            f"The dataset has {len(images)} images, fewer than one batch ({config.train_batch_size} per process x "
+            f"{accelerator.num_processes} processes); lower --train_batch_size."
+        )
+    return images, model_config
+
+
+def _build_unet(config: TrainingConfig, model_config: dict, accelerator) -> torch.nn.Module:
+    unet = SimpleUNet2DModel(**model_config)
+    if accelerator.num_processes > 1 and unet.config.norm_type == "batch" and accelerator.device.type == "cuda":
+        # BatchNorm under DDP: synchronise statistics across GPUs. SyncBatchNorm has no CPU kernel, so on CPU each
+        # process normalises its own batch and DDP broadcasts rank 0's running statistics (documented in the docs).
+        unet = torch.nn.SyncBatchNorm.convert_sync_batchnorm(unet)
+    if config.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    return unet
+
+
+def _build_ema(config: TrainingConfig, unet, device):
+    if not config.use_ema:
+        return None
+    ema_model = EMAModel(
+        unet.parameters(),
+        decay=config.ema_max_decay,
+        use_ema_warmup=True,
+        inv_gamma=config.ema_inv_gamma,
+        power=config.ema_power,
+        model_cls=SimpleUNet2DModel,
+        model_config=unet.config,
+    )
+    ema_model.to(device)
+    return ema_model
+
+
+def _card_command(config: TrainingConfig) -> str:
+    """The command the model card records: without a token flag (it reruns with HF_TOKEN or `hf auth login`)."""
+    argv = config.command_line if config.command_line is not None else sys.argv[1:]
     command = "accelerate launch examples/train.py " + shlex.join(rerunnable_argv(argv))
     if has_secret_flag(argv):
         command = (
             "# the Hub token given on the command line is not recorded: set HF_TOKEN or run `hf auth login`\n"
             + command
         )
+    return command
 
+
+def _run_steps(run: _Run, step_callback) -> None:
+    """Optimizer steps until `max_train_steps` (or until `step_callback` says stop), with logs, checkpoints, KID and
+    sample grids at their intervals."""
+    from tqdm.auto import tqdm
+
+    config, accelerator = run.config, run.accelerator
     progress = tqdm(
-        total=max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
+        total=run.max_train_steps,
+        initial=run.global_step,
+        disable=not accelerator.is_local_main_process,
+        desc="Steps",
     )
-    images = images.to(device)
-    unet.train()
-    micro_step = global_step * args.gradient_accumulation_steps
-    last_checkpoint = latest_checkpoint(output_dir)
-    if step_callback is not None and accelerator.num_processes > 1:
-        raise ValueError("`step_callback` works in single-process runs only.")
-    first_step, loop_start = global_step, time.perf_counter()
-    while global_step < max_train_steps:
-        indices = _batch_indices(len(images), global_batch, micro_step, args.seed)
-        start = accelerator.process_index * args.train_batch_size
-        clean = images[indices[start : start + args.train_batch_size].to(device)]
-        generator = _step_generator(args.seed, micro_step, accelerator.process_index, device)
-        if args.random_flip:
-            flip = torch.rand(clean.shape[0], generator=generator, device=device) < 0.5
-            clean = torch.where(flip[:, None, None, None], clean.flip(-1), clean)
-        noise = torch.randn(clean.shape, generator=generator, device=device)
-        timesteps = torch.randint(
-            0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator, device=device
-        )
-        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-        if args.channels_last:
-            noisy = noisy.contiguous(memory_format=torch.channels_last)
-
-        with accelerator.accumulate(unet):
-            prediction = unet(noisy, timesteps).sample
-            target = training_target(noise_scheduler, clean, noise, timesteps)
-            distance = F.l1_loss if args.loss == "l1" else F.mse_loss
-            per_sample = distance(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-            weights = loss_weights(noise_scheduler, timesteps, args.snr_gamma)
-            loss = (per_sample * weights).mean() if weights is not None else per_sample.mean()
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+    run.unet.train()
+    micro_step = run.global_step * config.gradient_accumulation_steps
+    last_checkpoint = latest_checkpoint(run.output_dir)
+    while run.global_step < run.max_train_steps:
+        loss, per_sample, timesteps = _micro_step(run, micro_step)
         micro_step += 1
-
         if not accelerator.sync_gradients:
             continue
         mean_loss = accelerator.gather(loss.detach()[None]).float()
         if not torch.isfinite(mean_loss).all():
             bad = timesteps[~torch.isfinite(per_sample.detach())].tolist()
             raise NonFiniteLossError(
-                f"The loss became {mean_loss.tolist()} at step {global_step + 1} (non-finite at timesteps {bad} on "
-                f"process {accelerator.process_index}); training stopped without saving. "
+                f"The loss became {mean_loss.tolist()} at step {run.global_step + 1} (non-finite at timesteps {bad} "
+                f"on process {accelerator.process_index}); training stopped without saving. "
                 f"The last good checkpoint is {last_checkpoint or 'none (no checkpoint was written yet)'}. Lower "
                 "--learning_rate, keep --max_grad_norm on, or try --mixed_precision no."
             )
-        if ema_model is not None:
-            ema_model.step(accelerator.unwrap_model(unet).parameters())
-        global_step += 1
+        if run.ema_model is not None:
+            run.ema_model.step(accelerator.unwrap_model(run.unet).parameters())
+        run.global_step += 1
         progress.update(1)
-        if global_step % args.logging_steps == 0 or global_step == max_train_steps:
-            logs = {"loss": mean_loss.mean().item(), "lr": lr_scheduler.get_last_lr()[0], "step": global_step}
-            if ema_model is not None:
-                logs["ema_decay"] = ema_model.cur_decay_value or 0.0
+        step = run.global_step
+        if step % config.logging_steps == 0 or step == run.max_train_steps:
+            logs = {"loss": mean_loss.mean().item(), "lr": run.lr_scheduler.get_last_lr()[0], "step": step}
+            if run.ema_model is not None:
+                logs["ema_decay"] = run.ema_model.cur_decay_value or 0.0
             progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
-            accelerator.log(logs, step=global_step)
-
-        if global_step % args.checkpointing_steps == 0 and global_step < max_train_steps:
-            last_checkpoint = _save_checkpoint(
-                accelerator, unet, ema_model, output_dir, global_step, args.checkpoints_total_limit
+            accelerator.log(logs, step=step)
+        if step % config.checkpointing_steps == 0 and step < run.max_train_steps:
+            last_checkpoint = save_checkpoint(
+                accelerator, run.unet, run.ema_model, run.output_dir, step, config.checkpoints_total_limit
             )
-        if args.eval_steps and global_step % args.eval_steps == 0 and accelerator.is_main_process:
-            accelerator.log(
-                _evaluate_kid(accelerator.unwrap_model(unet), ema_model, noise_scheduler, args), step=global_step
-            )
-        if args.save_images_steps and global_step % args.save_images_steps == 0 and accelerator.is_main_process:
-            grid = sample_grid(accelerator.unwrap_model(unet), ema_model, noise_scheduler, args, device)
-            _log_grid(accelerator, output_dir, grid, global_step)
+        _periodic_samples(run)
         if step_callback is not None:
-            if step_callback(global_step, accelerator.unwrap_model(unet), ema_model, noise_scheduler):
+            if step_callback(step, accelerator.unwrap_model(run.unet), run.ema_model, run.noise_scheduler):
                 break
     progress.close()
-    train_seconds = time.perf_counter() - loop_start
+
+
+def _micro_step(run: _Run, micro_step: int) -> tuple:
+    """One forward/backward pass on this process's share of the batch: scheduler.add_noise -> unet -> loss."""
+    config, accelerator, device, scheduler = run.config, run.accelerator, run.device, run.noise_scheduler
+    indices = _batch_indices(len(run.images), run.global_batch, micro_step, config.seed)
+    start = accelerator.process_index * config.train_batch_size
+    clean = run.images[indices[start : start + config.train_batch_size].to(device)]
+    generator = _step_generator(config.seed, micro_step, accelerator.process_index, device)
+    if config.random_flip:
+        flip = torch.rand(clean.shape[0], generator=generator, device=device) < 0.5
+        clean = torch.where(flip[:, None, None, None], clean.flip(-1), clean)
+    noise = torch.randn(clean.shape, generator=generator, device=device)
+    timesteps = torch.randint(
+        0, scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator, device=device
+    )
+    noisy = scheduler.add_noise(clean, noise, timesteps)
+    if config.channels_last:
+        noisy = noisy.contiguous(memory_format=torch.channels_last)
+    with accelerator.accumulate(run.unet):
+        prediction = run.unet(noisy, timesteps).sample
+        target = training_target(scheduler, clean, noise, timesteps)
+        distance = F.l1_loss if config.loss == "l1" else F.mse_loss
+        per_sample = distance(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        weights = loss_weights(scheduler, timesteps, config.snr_gamma)
+        loss = (per_sample * weights).mean() if weights is not None else per_sample.mean()
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and config.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(run.unet.parameters(), config.max_grad_norm)
+        run.optimizer.step()
+        run.lr_scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    return loss, per_sample, timesteps
+
+
+def _periodic_samples(run: _Run) -> None:
+    """KID every `--eval_steps` and a sample grid every `--save_images_steps`, on the main process."""
+    config, accelerator, step = run.config, run.accelerator, run.global_step
+    if not accelerator.is_main_process:
+        return
+    unet = accelerator.unwrap_model(run.unet)
+    if config.eval_steps and step % config.eval_steps == 0:
+        accelerator.log(_evaluate_kid(unet, run.ema_model, run.noise_scheduler, config), step=step)
+    if config.save_images_steps and step % config.save_images_steps == 0:
+        grid = sample_grid(unet, run.ema_model, run.noise_scheduler, config, run.device)
+        _log_grid(accelerator, run.output_dir, grid, step)
+
+
+def _finish(run: _Run, first_step: int, train_seconds: float) -> None:
+    """The last checkpoint, the EMA weights into the pipeline, its grid and card, the push, the summary."""
+    config, accelerator = run.config, run.accelerator
     # Every process's CPU thread count, in process order, for the summary (a collective: every process calls it).
-    threads_per_process = accelerator.gather(torch.tensor([torch.get_num_threads()], device=device)).tolist()
-    images_seen = (global_step - first_step) * global_batch * args.gradient_accumulation_steps
+    threads = accelerator.gather(torch.tensor([torch.get_num_threads()], device=run.device)).tolist()
+    images_seen = (run.global_step - first_step) * run.global_batch * config.gradient_accumulation_steps
     summary = {
-        "steps": global_step - first_step,
+        "steps": run.global_step - first_step,
         "train_seconds": round(train_seconds, 2),
         "images_per_second": round(images_seen / max(train_seconds, 1e-9), 1),
         "num_processes": accelerator.num_processes,
-        "mixed_precision": args.mixed_precision,
-        "threads_per_process": threads_per_process,
+        "mixed_precision": config.mixed_precision,
+        "threads_per_process": threads,
     }
-
-    _save_checkpoint(accelerator, unet, ema_model, output_dir, global_step, args.checkpoints_total_limit)
+    save_checkpoint(
+        accelerator, run.unet, run.ema_model, run.output_dir, run.global_step, config.checkpoints_total_limit
+    )
     if accelerator.is_main_process:
-        final_unet = accelerator.unwrap_model(unet)
-        if ema_model is not None:
-            ema_model.copy_to(final_unet.parameters())
+        final_unet = accelerator.unwrap_model(run.unet)
+        if run.ema_model is not None:
+            run.ema_model.copy_to(final_unet.parameters())
         final_unet = final_unet.to(memory_format=torch.contiguous_format).eval()
-        grid = sample_grid(final_unet, None, noise_scheduler, args, device)  # EMA weights already copied in
-        _log_grid(accelerator, output_dir, grid, global_step)
-        _export_pipeline(final_unet, noise_scheduler, args, output_dir, grid, command)
-        if args.push_to_hub:
+        grid = sample_grid(final_unet, None, run.noise_scheduler, config, run.device)  # EMA weights already in
+        _log_grid(accelerator, run.output_dir, grid, run.global_step)
+        _export_pipeline(final_unet, run.noise_scheduler, config, run.output_dir, grid, run.command)
+        if config.push_to_hub:
             from ..hub import push_folder
 
-            push_folder(output_dir, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo)
-        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+            push_folder(run.output_dir, config.hub_model_id, token=config.hub_token, private=config.hub_private_repo)
+        write_json_atomically(run.output_dir / "train_summary.json", summary)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return output_dir
-
-
-def _load_ema(ema_model, folder: Path, device):
-    """Restores EMA weights and counters saved by `EMAModel.save_pretrained` (safetensors plus config keys)."""
-    config = SimpleUNet2DModel.load_config(folder)
-    state = {
-        k: config[k]
-        for k in (
-            "decay",
-            "min_decay",
-            "optimization_step",
-            "update_after_step",
-            "use_ema_warmup",
-            "inv_gamma",
-            "power",
-        )
-    }
-    state["shadow_params"] = [p.detach().clone() for p in SimpleUNet2DModel.from_pretrained(folder).parameters()]
-    ema_model.load_state_dict(state)
-    ema_model.to(device)
 
 
 def _evaluate_kid(unet, ema_model, scheduler, args) -> dict:
@@ -491,7 +500,7 @@ def _evaluate_kid(unet, ema_model, scheduler, args) -> dict:
     network = load_classifier(args.dataset_name)
     real = reference_images(args.dataset_name, "test", unet.config.in_channels, args.resolution, args.cache_dir)
     n = min(args.eval_num_samples, len(real))
-    with sampling_pipeline(unet, ema_model, scheduler, args) as pipe:
+    with sampling_pipeline(unet, ema_model, scheduler, args.sample_scheduler) as pipe:
         samples = generate_samples(pipe, n, seed=args.seed, num_inference_steps=args.num_inference_steps)
     kid = kernel_inception_distance(extract_features(network, real[:n]), extract_features(network, samples))
     return {"eval/kid_mean": kid["kid_mean"], "eval/kid_std": kid["kid_std"]}

@@ -1,0 +1,86 @@
+"""Checkpoints of a training run: written aside and renamed (a kill never leaves half of one), pruned, resumed."""
+
+import json
+import shutil
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from ..io_utils import promote
+from ..models import SimpleUNet2DModel
+
+STATE_FILE = "training_state.json"
+# The counters `EMAModel.save_pretrained` writes into its config beside the weights.
+_EMA_COUNTERS = (
+    "decay", "min_decay", "optimization_step", "update_after_step", "use_ema_warmup", "inv_gamma", "power",
+)  # fmt: skip
+
+
+def list_checkpoints(output_dir: Path) -> List[Path]:
+    """The `checkpoint-<step>` folders of a run, oldest step first."""
+    checkpoints = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def latest_checkpoint(output_dir: Path) -> Optional[Path]:
+    checkpoints = list_checkpoints(output_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def weights_checksum(model) -> torch.Tensor:
+    """A float64 fingerprint of every parameter and buffer, to check that data-parallel processes agree."""
+    total = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
+    for index, tensor in enumerate(model.state_dict().values()):
+        if tensor.is_floating_point():
+            total += (index + 1) * tensor.double().sum()
+    return total
+
+
+def save_checkpoint(accelerator, unet, ema_model, output_dir: Path, global_step: int, limit: Optional[int]) -> Path:
+    """Writes `checkpoint-<step>` through a temporary folder, so a kill at any moment keeps the previous one intact.
+
+    Its `training_state.json` holds the step and each process's weight checksum (they must all be equal).
+    """
+    checksums = accelerator.gather(weights_checksum(accelerator.unwrap_model(unet))[None]).tolist()
+    final = output_dir / f"checkpoint-{global_step}"
+    partial = output_dir / f".checkpoint-{global_step}.partial"
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial), safe_serialization=True)
+    if accelerator.is_main_process:
+        if ema_model is not None:
+            ema_model.save_pretrained(str(partial / "unet_ema"))  # safetensors, not a pickle
+        state = {
+            "global_step": global_step,
+            "num_processes": accelerator.num_processes,
+            "weights_checksums": checksums,
+        }
+        (partial / STATE_FILE).write_text(json.dumps(state))
+        promote(partial, final)
+        if limit is not None:
+            for old in list_checkpoints(output_dir)[:-limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_ema(ema_model, folder: Path, device) -> None:
+    """Restores EMA weights and counters saved by `EMAModel.save_pretrained` (safetensors plus config keys)."""
+    config = SimpleUNet2DModel.load_config(folder)
+    state = {key: config[key] for key in _EMA_COUNTERS}
+    state["shadow_params"] = [p.detach().clone() for p in SimpleUNet2DModel.from_pretrained(folder).parameters()]
+    ema_model.load_state_dict(state)
+    ema_model.to(device)
+
+
+def resume(accelerator, ema_model, output_dir: Path, where: str, device) -> int:
+    """Loads the checkpoint `where` names (a folder, or "latest" in `output_dir`); returns its step."""
+    path = latest_checkpoint(output_dir) if where == "latest" else Path(where)
+    accelerator.load_state(str(path))
+    global_step = json.loads((path / STATE_FILE).read_text())["global_step"]
+    if ema_model is not None:
+        load_ema(ema_model, path / "unet_ema", device)
+    accelerator.print(f"Resumed from {path} at step {global_step}")
+    return global_step
