@@ -23,6 +23,7 @@ from diffusers.utils import make_image_grid
 
 from ddpm_kiit import KiitDDPMPipeline
 from ddpm_kiit.evaluation import evaluate_pipeline
+from ddpm_kiit.evaluation.evaluate import EvaluationCache
 from ddpm_kiit.sampling import swap_scheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -43,6 +44,7 @@ RUNS = {
 
 
 def main(argv=None):
+    cache = EvaluationCache()  # one feature network and real side for every row
     parser = quality_parser(__doc__)
     parser.add_argument(
         "--noise-from",
@@ -94,6 +96,7 @@ def main(argv=None):
                     num_samples=args.num_samples,
                     features=args.features,
                     num_inference_steps=steps,
+                    cache=cache,
                 )
                 slug = f"{process} {label}".split(",")[0].replace(" ", "_").replace("(", "").replace(")", "")
                 grid = None

@@ -221,7 +221,9 @@ def stage_sample(args, results: dict):
 
     from ddpm_kiit import KiitDDPMPipeline
     from ddpm_kiit.evaluation import score_samples
-    from ddpm_kiit.evaluation.evaluate import generate_samples
+    from ddpm_kiit.evaluation.evaluate import EvaluationCache, generate_samples
+
+    cache = EvaluationCache()
     from ddpm_kiit.sampling import swap_scheduler
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -262,7 +264,7 @@ def stage_sample(args, results: dict):
             if dataset not in args.defer_scoring:
                 features = DATASETS[dataset]["features"]
                 entry["eval"] = score_samples(
-                    samples_uint8.float() / 127.5 - 1, train_dataset(args, dataset), features
+                    samples_uint8.float() / 127.5 - 1, train_dataset(args, dataset), features, cache=cache
                 )
             print(f"sampled {dataset}/{row}", flush=True)
             save_results(results, args.results)
@@ -282,7 +284,9 @@ def stage_score(args, results: dict):
     from safetensors.torch import load_file
 
     from ddpm_kiit.evaluation import score_samples
+    from ddpm_kiit.evaluation.evaluate import EvaluationCache
 
+    cache = EvaluationCache()
     for dataset in args.datasets:
         for row in args.rows:
             entry = results["rows"].get(row_key(dataset, row))
@@ -290,7 +294,9 @@ def stage_score(args, results: dict):
             if entry is None or "eval" in entry or not path.is_file():
                 continue
             samples = load_file(str(path))["samples"].float() / 127.5 - 1
-            entry["eval"] = score_samples(samples, train_dataset(args, dataset), DATASETS[dataset]["features"])
+            entry["eval"] = score_samples(
+                samples, train_dataset(args, dataset), DATASETS[dataset]["features"], cache=cache
+            )
             print(f"scored {dataset}/{row}: FID {entry['eval']['scores']['fid']:.1f}", flush=True)
             save_results(results, args.results)
 

@@ -22,6 +22,7 @@ import torch
 
 from ddpm_kiit import KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
 from ddpm_kiit.evaluation import evaluate_pipeline
+from ddpm_kiit.evaluation.evaluate import EvaluationCache
 from ddpm_kiit.pretrained import shipped_pipeline
 from ddpm_kiit.sampling import swap_scheduler
 
@@ -112,12 +113,13 @@ def main(argv=None):
     training_scheduler = pipe.scheduler
 
     rows = []
+    cache = EvaluationCache()  # one feature network and real side for every sampler
     for name, steps, spacing in configs:
         pipe.scheduler = training_scheduler
         swap_scheduler(pipe, name)
         if spacing:
             pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, timestep_spacing=spacing)
-        report = evaluate_pipeline(pipe, dataset, num_samples, seed=args.seed, num_inference_steps=steps)
+        report = evaluate_pipeline(pipe, dataset, num_samples, seed=args.seed, num_inference_steps=steps, cache=cache)
         steps = steps or training_scheduler.config.num_train_timesteps
         row = {
             "sampler": name,

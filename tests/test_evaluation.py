@@ -317,7 +317,6 @@ def test_reference_features_are_kept_on_disk_and_give_the_same_scores(tmp_path, 
     samples = torch.rand(40, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
     def fresh_process_score(num_samples=40):
-        evaluate_module._REFERENCE_CACHE.clear()  # as a new process starts
         extracted.clear()
         return evaluate_module.score_samples(samples[:num_samples], "mnist", "classifier")
 

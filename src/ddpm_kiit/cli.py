@@ -185,10 +185,12 @@ def _evaluate(args) -> str:
 
 def _floor(args) -> str:
     from .evaluation import real_floor
+    from .evaluation.evaluate import EvaluationCache
 
+    cache = EvaluationCache()  # one feature network for every n
     rows = [f"{'n':>6}{'FID':>10}{'KID':>12}{'precision':>11}{'recall':>9}"]
     for n in args.num_samples:
-        s = real_floor(args.dataset, n, args.features, args.seed)
+        s = real_floor(args.dataset, n, args.features, args.seed, cache=cache)
         rows.append(f"{n:>6}{s['fid']:>10.3f}{s['kid_mean']:>12.5f}{s['precision']:>11.3f}{s['recall']:>9.3f}")
     return f"real vs real on {args.dataset} ({args.features} features)\n" + "\n".join(rows)
 

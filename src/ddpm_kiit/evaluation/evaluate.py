@@ -21,18 +21,39 @@ logger = logging.get_logger(__name__)
 FEATURES = ("classifier", "inception")
 COPY_CHECK_TRAIN_IMAGES = 5000
 REFERENCE_FEATURES_VERSION = 1  # part of every disk-cache key: raise it when what is stored changes meaning
-_REFERENCE_CACHE: Dict[tuple, tuple] = {}  # features of the real images of the last evaluation settings
-_NETWORKS: Dict[tuple, object] = {}
 
 
-def feature_network(features: str, dataset: str):
-    if features not in FEATURES:
-        raise ValueError(f"`features` must be one of {FEATURES}, got {features!r}.")
-    key = (features, dataset if features == "classifier" else None)
-    if key not in _NETWORKS:  # loading Inception takes seconds; keep the last network for the next evaluation
-        _NETWORKS.clear()
-        _NETWORKS[key] = load_classifier(dataset) if features == "classifier" else InceptionFeatures()
-    return _NETWORKS[key]
+class EvaluationCache:
+    """
+    What evaluations at the same settings share, kept in memory by whoever scores many sample sets (a benchmark's
+    sweep): the feature network (loading Inception takes seconds) and the real side of the last settings (held-out
+    features, the copy check's training features, the floor), which is the same for every pipeline scored at them
+    and, with Inception on a CPU, most of the work. Across processes the disk cache of `reference_features` keeps the
+    real side too. One entry each: a few MB, not a growing store.
+    """
+
+    def __init__(self):
+        self._network_key, self._network = None, None
+        self._reference_key, self._reference = None, None
+
+    def network(self, features: str, dataset: str):
+        if features not in FEATURES:
+            raise ValueError(f"`features` must be one of {FEATURES}, got {features!r}.")
+        key = (features, dataset if features == "classifier" else None)
+        if key != self._network_key:
+            self._network_key = key
+            self._network = load_classifier(dataset) if features == "classifier" else InceptionFeatures()
+        return self._network
+
+    def reference(self, key: tuple, compute) -> tuple:
+        if key != self._reference_key:
+            self._reference_key, self._reference = key, compute()
+        return self._reference
+
+
+def feature_network(features: str, dataset: str, cache: Optional[EvaluationCache] = None):
+    """The network whose features the scores compare: the dataset's classifier, or the standard FID Inception."""
+    return (cache or EvaluationCache()).network(features, dataset)
 
 
 @torch.no_grad()
@@ -79,11 +100,16 @@ def pipeline_hash(pipe) -> str:
 
 
 def real_floor(
-    dataset: str, num_samples: int, features: str = "classifier", seed: int = 0, cache_dir=None
+    dataset: str,
+    num_samples: int,
+    features: str = "classifier",
+    seed: int = 0,
+    cache_dir=None,
+    cache: Optional[EvaluationCache] = None,
 ) -> Dict[str, float]:
     """The same metrics between `num_samples` training images and `num_samples` held-out images: what a perfect
     model would score at this n (FID's bias grows as n shrinks)."""
-    network = feature_network(features, dataset)
+    network = feature_network(features, dataset, cache)
     test = reference_images(dataset, "test", 1 if features == "classifier" else 3, 32, cache_dir)
     train = reference_images(dataset, "train", test.shape[1], 32, cache_dir)
     _check_n(num_samples, len(test), dataset)
@@ -111,8 +137,11 @@ def evaluate_pipeline(
     num_inference_steps: Optional[int] = None,
     samples_cache: Optional[os.PathLike] = None,
     cache_dir=None,
+    cache: Optional[EvaluationCache] = None,
 ) -> Dict:
-    """Scores `pipe` against the held-out split of `dataset`, with the real-vs-real floor at the same n."""
+    """Scores `pipe` against the held-out split of `dataset`, with the real-vs-real floor at the same n. Pass one
+    `EvaluationCache` to many calls at the same settings to load the network and compute the real side once."""
+    cache = cache or EvaluationCache()
     start = time.perf_counter()
     config = pipe.unet.config
     if features == "classifier" and (config.in_channels != 1 or config.sample_size != 32):
@@ -125,7 +154,7 @@ def evaluate_pipeline(
     except ValueError as error:
         raise ValueError(f"{error} Evaluation needs a held-out split of {dataset!r} to compare against.") from error
     _check_n(num_samples, len(test), dataset)
-    feature_network(features, dataset)
+    cache.network(features, dataset)
 
     cache_file = None
     if samples_cache is not None:
@@ -143,7 +172,7 @@ def evaluate_pipeline(
         if cache_file is not None:
             _save_whole({"samples": samples_uint8}, cache_file)
     sampling_seconds = time.perf_counter() - start
-    report = score_samples(samples, dataset, features, seed, cache_dir)
+    report = score_samples(samples, dataset, features, seed, cache_dir, cache)
     report.update(
         scheduler=type(pipe.scheduler).__name__,
         num_inference_steps=num_inference_steps,
@@ -236,7 +265,12 @@ def _save_whole(tensors: Dict[str, torch.Tensor], path: Path, metadata: Optional
 
 
 def score_samples(
-    samples: torch.Tensor, dataset: str = "mnist", features: str = "classifier", seed: int = 0, cache_dir=None
+    samples: torch.Tensor,
+    dataset: str = "mnist",
+    features: str = "classifier",
+    seed: int = 0,
+    cache_dir=None,
+    cache: Optional[EvaluationCache] = None,
 ) -> Dict:
     """Scores `(n, C, H, W)` samples in [-1, 1] against n held-out images of `dataset`, beside the real-vs-real floor
     at the same n (n training images against the same held-out ones). Samples made elsewhere (another machine, a
@@ -244,26 +278,24 @@ def score_samples(
     num_samples, channels, size = samples.shape[0], samples.shape[1], samples.shape[-1]
     test = reference_images(dataset, "test", channels, size, cache_dir)
     _check_n(num_samples, len(test), dataset)
-    network = feature_network(features, dataset)
+    cache = cache or EvaluationCache()
+    network = cache.network(features, dataset)
     train = reference_images(dataset, "train", channels, size, cache_dir)
     generator = torch.Generator().manual_seed(seed)
     real_index = torch.randperm(len(test), generator=generator)[:num_samples]
     train_index = torch.randperm(len(train), generator=generator)
     key = (features, dataset, str(cache_dir), channels, size, seed, num_samples)
-    if key not in _REFERENCE_CACHE:
-        # The real side is the same for every pipeline scored at these settings: with Inception on a CPU it is most
-        # of the work (the copy check alone reads up to 5,000 training images), so it is computed once per process
-        # and kept on disk for the next one.
-        _REFERENCE_CACHE.clear()  # one entry: a few MB of features, not a growing store
-        _REFERENCE_CACHE[key] = reference_features(
+    real, train_features, floor = cache.reference(
+        key,
+        lambda: reference_features(
             network,
             features,
             test[real_index],
             train[train_index[:COPY_CHECK_TRAIN_IMAGES]],
             train[train_index[:num_samples]],
             features_cache_dir(cache_dir),
-        )
-    real, train_features, floor = _REFERENCE_CACHE[key]
+        ),
+    )
     fake = extract_features(network, samples)
     return {
         "scores": score(real, fake, train_features),
