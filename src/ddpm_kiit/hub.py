@@ -41,7 +41,7 @@ def _describe_unet(unet) -> str:
 
 
 def _variant_name(config) -> str:
-    """The card's short name of the model: `improved` for the residual GroupNorm backbone (issue 8), else the talk's
+    """The card's short name of the model: `improved` for the residual GroupNorm backbone, else the talk's
     variant (`simple`, `self_attention`, `cbam`)."""
     if config.get("block_type", "simple") == "residual":
         return "improved"

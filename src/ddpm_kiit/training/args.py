@@ -14,17 +14,15 @@ from ..devices import default_mixed_precision
 from ..models.unet_simple import IMPROVED_CONFIG, SEED_VARIANTS, SimpleUNet2DModel
 from .checkpoints import latest_checkpoint, list_checkpoints  # noqa: F401 (their old home)
 
-# The model `accelerate launch examples/train.py` trains with no flags: issue 8's improved model (2.4M parameters,
-# 9.2 MB): GroupNorm residual blocks, a scale-and-shift time embedding, the full-resolution skip the talk's U-Net drops
-# and time-gated attention gates on the skips, which cost 3% of plain speed; self-attention at 16x16 and 8x8 scored
-# about the same at half the speed (benchmarks/placement_study.py). benchmarks/time_to_quality.py compares it with the
-# previous default (4.7M parameters, simple blocks to 256 channels, bottleneck attention) on the same 15 minutes.
+# The model `accelerate launch examples/train.py` trains with no flags: the improved model (GroupNorm residual
+# blocks, a scale-and-shift time embedding, the full-resolution skip the talk's U-Net drops, time-gated attention
+# gates on the skips). Why this one: docs/placement-study.md and docs/training.md, with the commands that measured it.
 DEFAULT_MODEL_CONFIG = dict(IMPROVED_CONFIG)
-# --model_variant: the talk's three models, and issue 8's improved model (`IMPROVED_CONFIG`).
+# --model_variant: the talk's three models, and the improved one (`IMPROVED_CONFIG`).
 MODEL_VARIANTS = {**SEED_VARIANTS, "improved": IMPROVED_CONFIG}
 DEFAULT_DATASET = "mnist"
-# About 14 minutes of the default model on a 2-core CPU with bf16 (4.6 steps/s at batch 64; this VM has slow spells
-# at half that): issue 12's budget of 15 minutes, so that the learning rate's cosine decay ends inside it.
+# The main job's length, chosen so that the learning rate's cosine decay ends inside a short CPU run; how long it
+# takes as typed is measured by benchmarks/main_job.py (docs/training.md).
 DEFAULT_MAX_TRAIN_STEPS = 3800
 SCHEDULER_CHOICES = ("kiit", "gaussian_blur", "blurring_diffusion")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
