@@ -70,7 +70,7 @@ CASES = {
     "betas reversed": (lambda t: KiitDDPMScheduler(beta_start=0.02, beta_end=1e-4), "0 < `beta_start` < `beta_end`"),
     "beta schedule": (lambda t: KiitDDPMScheduler(beta_schedule="quadratic"), "`beta_schedule` must be one of"),
     "prediction type": (lambda t: KiitDDPMScheduler(prediction_type="noise"), "`prediction_type` must be one of"),
-    "variance type": (lambda t: KiitDDPMScheduler(variance_type="learned"), "`variance_type` must be one of"),
+    "variance type": (lambda t: KiitDDPMScheduler(variance_type="learned_small"), "`variance_type` must be one of"),
     "trained betas length": (
         lambda t: KiitDDPMScheduler(num_train_timesteps=10, trained_betas=[0.1] * 3),
         "`trained_betas` must hold 10 values",

@@ -183,9 +183,13 @@ def test_config_round_trip_through_disk(tmp_path):
         ({"beta_start": 0.02, "beta_end": 0.01}, "Need 0 < `beta_start` < `beta_end` < 1"),
         ({"beta_schedule": "cosine"}, "`beta_schedule` must be one of"),
         ({"prediction_type": "noise"}, "`prediction_type` must be one of"),
-        ({"variance_type": "learned"}, "`variance_type` must be one of"),
+        ({"variance_type": "learned_small"}, "`variance_type` must be one of"),
         ({"num_train_timesteps": 1}, "`num_train_timesteps` must be an integer >= 2"),
         ({"trained_betas": [0.1, 1.5], "num_train_timesteps": 2}, "strictly between 0 and 1"),
+        ({"trained_betas": [0.1, 0.2, 0.3], "num_train_timesteps": 2}, r"pass `num_train_timesteps=3`"),
+        ({"dynamic_thresholding_ratio": 1.5}, r"`dynamic_thresholding_ratio` is a quantile and must lie in \[0, 1\]"),
+        ({"sample_max_value": 0.0}, "`sample_max_value` must be positive"),
+        ({"steps_offset": -1}, "`steps_offset` must be an integer >= 0"),
     ],
 )
 def test_bad_scheduler_configs_are_refused(kwargs, message):
@@ -202,16 +206,16 @@ def test_bad_num_inference_steps(steps):
 def test_bad_timesteps_in_step():
     scheduler = KiitDDPMScheduler()
     x = torch.zeros(2, 1, 4, 4)
-    with pytest.raises(ValueError, match=r"integer in \[0, 300\), got 300"):
+    with pytest.raises(ValueError, match=r"`timestep` must be an integer in \[0, 299\].*got 300"):
         scheduler.step(x, 300, x)
     with pytest.raises(ValueError, match="one value per sample"):
         scheduler.step(x, torch.tensor([1, 2, 3]), x)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Regression: issue 25 added variance types, thresholding and timestep checks to `step`. The configurations that
-# existed before must give the same numbers bit for bit. `_frozen_step` is a copy of `step` and of its coefficient
-# table as they were before issue 25 (commit f5b6ac2), kept here unchanged on purpose: do not "fix" it.
+# Regression: `step` gained variance types, thresholding and timestep checks (docs/schedulers.md). The configurations
+# that existed before must give the same numbers bit for bit. `_frozen_step` is a copy of `step` and of its
+# coefficient table as they were before (commit f5b6ac2), kept here unchanged on purpose: do not "fix" it.
 
 
 def _frozen_table(scheduler):
@@ -320,3 +324,134 @@ def test_step_of_existing_configurations_is_unchanged_bit_for_bit(chain, varianc
         ours = scheduler.step(model_output, timestep, sample, generator=torch.manual_seed(3), return_dict=False)
         frozen = _frozen_step(scheduler, model_output, timestep, sample, torch.manual_seed(3))
         assert torch.equal(ours[0], frozen[0]) and torch.equal(ours[1], frozen[1]), (chain, timestep)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Timesteps are checked where they enter: integers in [0, T - 1], else a ValueError naming the argument,
+# the bad values and the range.
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda s, x: s.add_noise(x, x, torch.tensor([300])),
+            r"`timesteps` must hold integers in \[0, 299\].*got 300",
+        ),
+        (lambda s, x: s.add_noise(x, x, torch.tensor([-1])), r"`timesteps` must hold integers in \[0, 299\].*got -1"),
+        (lambda s, x: s.add_noise(x, x, -1), r"`timesteps` must be an integer in \[0, 299\].*got -1"),
+        (lambda s, x: s.get_velocity(x, x, torch.tensor([5, 400])), r"`timesteps` must hold.*got 400"),
+        (lambda s, x: s.step(x, torch.tensor([7, -3]), x), r"`timestep` must hold integers in \[0, 299\].*got -3"),
+        (lambda s, x: s.step(x, torch.tensor(300), x), r"`timestep` must be an integer in \[0, 299\].*got 300"),
+        (lambda s, x: s.step(x, 2.0, x), "`timestep` must be an integer or a tensor of integers"),
+        (lambda s, x: s.scale_model_input(x, 300), r"`timestep` must be an integer in \[0, 299\]"),
+        (lambda s, x: s.add_noise(x, x, torch.tensor([1.0, 2.0])), "got a float tensor"),
+        (lambda s, x: s.add_noise(x, x, torch.tensor([True, False])), "must hold integers"),
+        (lambda s, x: s.previous_timestep(-1), r"`timestep` must be an integer in \[0, 299\]"),
+    ],
+)
+def test_timesteps_are_checked_where_they_enter(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(KiitDDPMScheduler(), torch.zeros(2, 1, 4, 4))
+
+
+def test_bad_timestep_error_lists_the_bad_values():
+    timesteps = torch.tensor([-4, 3, 300, 301, -4, 999])
+    with pytest.raises(ValueError, match=r"got -4, 300, 301, 999\.$"):
+        KiitDDPMScheduler().add_noise(torch.zeros(6, 1, 2, 2), torch.zeros(6, 1, 2, 2), timesteps)
+
+
+def test_minus_one_no_longer_reads_the_last_alpha_bar():
+    # torch.tensor([-1]) used to give alpha_bar of t = 299 silently; now only [0, 299] is accepted.
+    scheduler = KiitDDPMScheduler()
+    x = torch.ones(1, 1, 2, 2)
+    with pytest.raises(ValueError):
+        scheduler.add_noise(x, x, torch.tensor([-1]))
+    assert torch.equal(scheduler.add_noise(x, x, torch.tensor([0])), scheduler.add_noise(x, x, 0))
+
+
+def test_own_timesteps_skip_the_range_check_until_modified(monkeypatch):
+    """The pipeline's own timesteps are valid by construction: no min/max reduction (a device sync on CUDA) for
+    them; once modified in place they are checked again."""
+    scheduler = KiitDDPMScheduler()
+    scheduler.set_timesteps(10)
+    calls = []
+    real = torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda t: calls.append(t) or real(t))
+    x = torch.zeros(2, 1, 4, 4)
+    for i in range(len(scheduler.timesteps) - 1):
+        view = scheduler.timesteps[i : i + 2]  # a view, as a pipeline's per-sample timesteps would be
+        scheduler.scale_model_input(x, view)
+        scheduler.step(x, view, x, generator=torch.manual_seed(0))
+    assert calls == []
+    scheduler.step(x, scheduler.timesteps[:2].clone(), x)  # a copy is someone else's tensor: checked
+    assert len(calls) == 1
+    scheduler.timesteps[0] = 300
+    with pytest.raises(ValueError, match="got 300"):
+        scheduler.step(x, scheduler.timesteps[:2], x)
+
+
+def test_a_training_step_checks_its_timesteps_once(monkeypatch):
+    scheduler = KiitDDPMScheduler(prediction_type="v_prediction")
+    calls = []
+    real = torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda t: calls.append(t) or real(t))
+    x0, noise, timesteps = torch.zeros(4, 1, 2, 2), torch.zeros(4, 1, 2, 2), torch.randint(0, 300, (4,))
+    scheduler.add_noise(x0, noise, timesteps)
+    scheduler.get_velocity(x0, noise, timesteps)
+    assert len(calls) == 1
+    timesteps[0] = 300  # modified in place: checked again
+    with pytest.raises(ValueError, match="got 300"):
+        scheduler.get_velocity(x0, noise, timesteps)
+
+
+def test_timesteps_made_under_inference_mode_are_checked():
+    scheduler = KiitDDPMScheduler()
+    x = torch.zeros(2, 1, 2, 2)
+    with torch.inference_mode():
+        scheduler.set_timesteps(5)
+        assert scheduler.step(x, scheduler.timesteps[:2], x).prev_sample.shape == x.shape
+        with pytest.raises(ValueError, match="got 300"):
+            scheduler.add_noise(x, x, torch.tensor([1, 300]))
+
+
+def test_previous_timestep_per_sample():
+    scheduler = KiitDDPMScheduler()
+    scheduler.set_timesteps(timesteps=[200, 100, 7])
+    assert scheduler.previous_timestep(200) == 100 and scheduler.previous_timestep(7) == -1
+    assert scheduler.previous_timestep(torch.tensor([[200], [7]])).tolist() == [[100], [-1]]
+    assert scheduler.previous_timestep(torch.tensor(100)).item() == 7
+
+
+@pytest.mark.parametrize("variance_type", ["learned", "learned_range"])
+def test_learned_variance_needs_twice_the_channels(variance_type):
+    scheduler = KiitDDPMScheduler(variance_type=variance_type)
+    x = torch.zeros(1, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"needs a model that also predicts the variance: 2 x 3 channels"):
+        scheduler.step(x, 10, x)
+    assert scheduler.step(torch.zeros(1, 6, 4, 4), 10, x).prev_sample.shape == x.shape
+
+
+def test_fixed_variance_refuses_a_variance_predicting_model():
+    x = torch.zeros(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="use it with variance_type='learned_range'"):
+        KiitDDPMScheduler().step(torch.zeros(1, 6, 4, 4), 10, x)
+
+
+def test_log_variance_types_equal_their_plain_ones():
+    sample, output = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    for log_type, plain in (("fixed_small_log", "fixed_small"), ("fixed_large_log", "fixed_large")):
+        a, b = KiitDDPMScheduler(variance_type=log_type), KiitDDPMScheduler(variance_type=plain)
+        for t in (299, 150, 1, 0):
+            first = a.step(output, t, sample, generator=torch.manual_seed(t)).prev_sample
+            second = b.step(output, t, sample, generator=torch.manual_seed(t)).prev_sample
+            torch.testing.assert_close(first, second, rtol=0, atol=1e-6)
+
+
+def test_thresholding_keeps_each_image_in_range_and_rescales_it():
+    scheduler = KiitDDPMScheduler(thresholding=True, sample_max_value=2.0, prediction_type="sample")
+    x0 = torch.stack([torch.linspace(-3, 3, 16).reshape(1, 4, 4), torch.linspace(-0.5, 0.5, 16).reshape(1, 4, 4)])
+    out = scheduler.step(x0, 100, torch.zeros_like(x0)).pred_original_sample
+    assert out[0].abs().max() == 1.0  # s clamped to sample_max_value = 2, then divided by it
+    torch.testing.assert_close(out[0], x0[0].clamp(-2, 2) / 2)
+    torch.testing.assert_close(out[1], x0[1])  # s = max(quantile, 1) = 1: unchanged
