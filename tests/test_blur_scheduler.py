@@ -200,3 +200,37 @@ def test_default_blur_width_depends_on_the_process_and_is_saved(tmp_path):
     assert blurring.config.sigma_max == 8.0 and float(blurring.sigmas[-1]) == 8.0
     blurring.save_pretrained(tmp_path)
     assert GaussianBlurScheduler.from_pretrained(tmp_path).config.sigma_max == 8.0
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda s, x: s.add_noise(x, x, torch.tensor([10])), r"`timesteps` must hold integers in \[0, 9\].*got 10"),
+        (lambda s, x: s.add_noise(x, x, torch.tensor([-1, 2])), r"`timesteps` must hold integers in \[0, 9\].*got -1"),
+        (lambda s, x: s.step(x, -1, x), r"`timestep` must be an integer in \[0, 9\].*got -1"),
+        (lambda s, x: s.step(x, torch.tensor([3, 12]), x), r"`timestep` must hold integers in \[0, 9\].*got 12"),
+        (lambda s, x: s.step(x, torch.tensor([3.0, 2.0]), x), "got a float tensor"),
+        (lambda s, x: s.scale_model_input(x, 10), r"`timestep` must be an integer in \[0, 9\]"),
+        (lambda s, x: s.blur(x, -2), r"`timesteps` must be an integer in \[-1, 9\].*got -2"),
+        (lambda s, x: s.previous_timestep(torch.tensor([10])), r"`timestep` must hold integers in \[0, 9\]"),
+        (lambda s, x: s.add_noise(x, x, torch.tensor([1, 2, 3])), r"one value per sample \(2\), got 3 values"),
+    ],
+)
+def test_timesteps_are_checked_where_they_enter(call, message):
+    scheduler = GaussianBlurScheduler(num_train_timesteps=10, process="blurring_diffusion")
+    with pytest.raises(ValueError, match=message):
+        call(scheduler, torch.zeros(2, 1, 8, 8))
+
+
+def test_own_timesteps_skip_the_range_check(monkeypatch):
+    scheduler = GaussianBlurScheduler(num_train_timesteps=10)
+    scheduler.set_timesteps(5)
+    calls = []
+    real = torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda t: calls.append(t) or real(t))
+    x = torch.zeros(2, 1, 8, 8)
+    for i in range(len(scheduler.timesteps) - 1):
+        scheduler.step(x, scheduler.timesteps[i : i + 2], x)
+    assert calls == []
+    scheduler.step(x, torch.tensor([4, 2]), x)
+    assert len(calls) == 1

@@ -13,6 +13,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from .timestep_checks import TimestepCheck
+
 BLUR_SCHEDULES = ("linear", "geometric")
 BOUNDARIES = ("reflect", "circular")
 SAMPLERS = ("naive", "improved")
@@ -150,6 +152,9 @@ class GaussianBlurScheduler(SchedulerMixin, ConfigMixin):
         self.init_noise_sigma = 1.0
         self.num_inference_steps = None
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)
+        # Timesteps are checked where they enter (see timestep_checks); our own `timesteps` are valid by construction.
+        self._check_timesteps = TimestepCheck(num_train_timesteps)
+        self._check_timesteps.trust(self.timesteps)
         self._bases = {}
 
     # ------------------------------------------------------------------------------------------- the degradation
@@ -200,40 +205,39 @@ class GaussianBlurScheduler(SchedulerMixin, ConfigMixin):
 
     def blur(self, images: torch.Tensor, timesteps: Union[int, torch.Tensor]) -> torch.Tensor:
         """D(images, t): Gaussian blur of width sigma_t, one t for the batch or one per sample (t = -1: identity)."""
-        timesteps = self._as_tensor(timesteps, images)
+        return self._blur(images, self._as_tensor(timesteps, images, "timesteps", low=-1))
+
+    def _blur(self, images: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """`blur` for timesteps already checked: one per sample, in [-1, T - 1]."""
         compute_dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
         blurred = self._scale_frequencies(
             images.to(compute_dtype), self._transfer(self._sigma_for(timesteps), images.to(compute_dtype))
         )
         return blurred.to(images.dtype)
 
-    def _as_tensor(self, timesteps, images: torch.Tensor) -> torch.Tensor:
-        total = self.config.num_train_timesteps
-        if not torch.is_tensor(timesteps):
-            if not isinstance(timesteps, (int, np.integer)) or not -1 <= timesteps < total:
-                raise ValueError(f"`timestep` must be an integer in [-1, {total}), got {timesteps!r}.")
-            timesteps = torch.tensor([int(timesteps)], device=images.device)
-        timesteps = timesteps.to(images.device).reshape(-1)
-        if timesteps.shape[0] not in (1, images.shape[0]):
-            raise ValueError(
-                f"`timestep` must be a scalar or one value per sample ({images.shape[0]}), got {timesteps.shape[0]}."
-            )
-        return timesteps.expand(images.shape[0])
+    def _as_tensor(self, timesteps, images: torch.Tensor, name: str = "timestep", low: int = 0) -> torch.Tensor:
+        """`timesteps` checked (integers in [low, T - 1], one or one per sample) as one value per sample."""
+        checked = self._check_timesteps(timesteps, name, images.shape[0], low=low)
+        if isinstance(checked, int):
+            checked = torch.tensor([checked], device=images.device)
+        return checked.to(images.device).reshape(-1).expand(images.shape[0])
 
     # ------------------------------------------------------------------------------------------ training contract
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """The training input at t: D(x0, t) (+ noise_std * noise) for the cold process, alpha_t D(x0, t) + sigma_t
         noise for blurring diffusion."""
-        blurred = self.blur(original_samples, timesteps)
+        t = self._as_tensor(timesteps, original_samples, "timesteps")
+        blurred = self._blur(original_samples, t)
         if self.config.process == "cold":
             return blurred + self.config.noise_std * noise if self.config.noise_std else blurred
-        t = self._as_tensor(timesteps, original_samples)
         alpha = self.alphas.to(t.device)[t].to(original_samples.dtype).reshape(-1, 1, 1, 1)
         sigma = self.noise_sigmas.to(t.device)[t].to(original_samples.dtype).reshape(-1, 1, 1, 1)
         return alpha * blurred + sigma * noise
 
     def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
+        if timestep is not None:
+            self._check_timesteps(timestep, "timestep", sample.shape[0] if sample.ndim else None)
         return sample
 
     def set_timesteps(
@@ -265,15 +269,21 @@ class GaussianBlurScheduler(SchedulerMixin, ConfigMixin):
             timesteps = np.linspace(total - 1, 0, num_inference_steps).round().astype(np.int64)
         self.num_inference_steps = num_inference_steps
         self.timesteps = torch.from_numpy(timesteps).to(device)
+        self._check_timesteps.trust(self.timesteps)
         previous = np.full(total, -1, dtype=np.int64)
         previous[timesteps[:-1]] = timesteps[1:]
         self._previous = torch.from_numpy(previous)
 
     def previous_timestep(self, timestep) -> torch.Tensor:
+        checked = self._check_timesteps(timestep, "timestep")
+        index = torch.as_tensor(checked)
+        previous = self._previous_of(index)
+        return previous.reshape(timestep.shape) if torch.is_tensor(timestep) else previous
+
+    def _previous_of(self, timesteps: torch.Tensor) -> torch.Tensor:
         if getattr(self, "_previous", None) is None:
             self.set_timesteps()
-        timestep = torch.as_tensor(timestep)
-        return self._previous.to(timestep.device)[timestep.long()]
+        return self._previous.to(timesteps.device)[timesteps.long()]
 
     # ------------------------------------------------------------------------------------------- start of sampling
 
@@ -337,13 +347,13 @@ class GaussianBlurScheduler(SchedulerMixin, ConfigMixin):
     ) -> Union[GaussianBlurSchedulerOutput, Tuple[torch.Tensor, torch.Tensor]]:
         """One reverse step from `timestep` to the chain's previous level (see the class docstring)."""
         t = self._as_tensor(timestep, sample)
-        t_prev = self.previous_timestep(t)
+        t_prev = self._previous_of(t)
         if self.config.process == "cold":
             x0 = model_output.clamp(-1, 1) if self.config.clip_sample else model_output
             if self.config.sampler == "naive":  # Algorithm 1
-                prev = self.blur(x0, t_prev)
+                prev = self._blur(x0, t_prev)
             else:  # Algorithm 2: x_{t-1} = x_t - D(x0_hat, t) + D(x0_hat, t-1)
-                prev = sample - self.blur(x0, t) + self.blur(x0, t_prev)
+                prev = sample - self._blur(x0, t) + self._blur(x0, t_prev)
         else:
             prev, x0 = self._blurring_diffusion_step(model_output, t, t_prev, sample, generator)
         if not return_dict:
