@@ -238,3 +238,54 @@ def test_non_finite_samples_are_reported_with_step_and_timestep(small_pipe):
     third = int(small_pipe.scheduler.timesteps[2])
     with pytest.raises(FloatingPointError, match=rf"non-finite values at step 2 \(timestep {third}\)"):
         small_pipe(num_inference_steps=10, generator=torch.manual_seed(0))
+
+
+def test_swap_scheduler_options_reach_the_schedulers_that_take_them(small_pipe):
+    options = {"thresholding": True, "sample_max_value": 1.5, "variance_type": "fixed_large"}
+    original = small_pipe.scheduler
+    swapped = {}
+    for name in ("kiit", "ddim", "euler"):
+        small_pipe.scheduler = original
+        swapped[name] = swap_scheduler(small_pipe, name, **options).scheduler.config
+    assert swapped["kiit"].thresholding and swapped["kiit"].sample_max_value == 1.5
+    assert swapped["kiit"].variance_type == "fixed_large"
+    assert swapped["ddim"].thresholding and swapped["ddim"].sample_max_value == 1.5
+    assert swapped["ddim"].get("variance_type") == "fixed_small"  # carried over unused: DDIM has no variance type
+    assert not swapped["euler"].get("thresholding")  # Euler has none: the key is carried over unused, off
+    small_pipe.scheduler = original
+    with pytest.raises(ValueError, match="needs a model that predicts its variance too"):
+        swap_scheduler(small_pipe, "kiit", variance_type="learned_range")
+
+
+def test_cli_compare_schedulers_with_thresholding_and_a_variance_type(tmp_path, small_pipe, capsys):
+    from ddpm_kiit.sampling import compare_schedulers
+
+    options = {"thresholding": True, "sample_max_value": 1.5, "variance_type": "fixed_large"}
+    result = compare_schedulers(small_pipe, ["kiit", "ddim", "euler"], [2], num_images=1, options=options)
+    labels = [label.rsplit(",", 1)[0] for label in result["labels"]]
+    assert labels == [
+        "kiit (fixed_large, thresholded at 1.5), 2 steps",
+        "ddim (thresholded at 1.5), 2 steps",
+        "euler, 2 steps",
+    ]
+    assert type(small_pipe.scheduler) is KiitDDPMScheduler and not small_pipe.scheduler.config.thresholding
+    small_pipe.save_pretrained(tmp_path / "pipe")
+    args = ["compare-schedulers", str(tmp_path / "pipe"), "--schedulers", "kiit,ddpm", "--steps", "2"]
+    extra = ["--thresholding", "--sample-max-value", "1.5", "--variance-type", "fixed_small_log"]
+    assert main(args + extra + ["--out", str(tmp_path / "c.png")]) == 0
+    assert main(args + ["--variance-type", "learned_range", "--out", str(tmp_path / "d.png")]) == 2
+    assert "needs a model that predicts its variance too" in capsys.readouterr().err
+    assert not (tmp_path / "d.png").exists()
+
+
+def test_a_variance_predicting_model_samples_with_learned_variance_only(tmp_path):
+    torch.manual_seed(0)
+    unet = SimpleUNet2DModel(sample_size=16, in_channels=1, out_channels=2, **SMALL).eval()
+    pipe = KiitDDPMPipeline(
+        unet=unet, scheduler=KiitDDPMScheduler(num_train_timesteps=20, variance_type="learned_range")
+    )
+    pipe.set_progress_bar_config(disable=True)
+    assert _images(pipe, steps=5).shape == (2, 16, 16, 1)
+    assert _images(swap_scheduler(pipe, "ddpm"), steps=5).shape == (2, 16, 16, 1)
+    with pytest.raises(ValueError, match="only kiit and ddpm with variance type 'learned_range' or 'learned'"):
+        swap_scheduler(pipe, "ddim")

@@ -9,7 +9,7 @@ from typing import List, Optional
 from .devices import resolve_device
 from .pretrained import SHIPPED, resolve_pipeline
 from .redaction import redact_argv
-from .sampling import SCHEDULERS
+from .sampling import SCHEDULERS, VARIANCE_TYPES
 
 SHIPPED_NAMES = ", ".join(SHIPPED)
 DEVICE_HELP = "auto (the default: CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps."
@@ -63,6 +63,30 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--num-images", type=_positive_int, default=4)
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--out", default="compare_schedulers.png")
+    compare.add_argument(
+        "--variance-type",
+        choices=VARIANCE_TYPES,
+        default=None,
+        help="variance_type of the DDPM schedulers (kiit, ddpm); default: the pipeline's. learned and learned_range "
+        "need a model that predicts its variance too (out_channels = 2 x in_channels).",
+    )
+    compare.add_argument(
+        "--thresholding",
+        action="store_true",
+        help="Dynamic thresholding of the predicted x0 (Imagen), in every scheduler that has it (not the Euler ones).",
+    )
+    compare.add_argument(
+        "--sample-max-value",
+        type=float,
+        default=None,
+        help="With --thresholding: the largest threshold (default 1.0, which is plain clipping; DeepFloyd IF: 1.5).",
+    )
+    compare.add_argument(
+        "--dynamic-thresholding-ratio",
+        type=float,
+        default=None,
+        help="With --thresholding: the quantile of |x0| taken as the threshold (default 0.995).",
+    )
     compare.add_argument("--device", default="auto", help=DEVICE_HELP)
     compare.add_argument("--overwrite", action="store_true")
 
@@ -243,14 +267,22 @@ def _generate(args) -> str:
 
 
 def _compare(args) -> str:
-    from .sampling import compare_schedulers, load_pipeline, write_image_atomically
+    from .sampling import check_scheduler_options, compare_schedulers, load_pipeline, write_image_atomically
 
     names = [n.strip() for n in args.schedulers.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCHEDULERS]
     if unknown:
         raise ValueError(f"--schedulers: unknown {unknown}; choose from {sorted(SCHEDULERS)}.")
+    options = check_scheduler_options(
+        {
+            "variance_type": args.variance_type,
+            "thresholding": args.thresholding or None,
+            "sample_max_value": args.sample_max_value,
+            "dynamic_thresholding_ratio": args.dynamic_thresholding_ratio,
+        }
+    )
     pipe = load_pipeline(args.pipeline, args.device)
-    result = compare_schedulers(pipe, names, args.steps, args.num_images, args.seed)
+    result = compare_schedulers(pipe, names, args.steps, args.num_images, args.seed, options)
     write_image_atomically(result["grid"], args.out, args.overwrite)
     timings = ", ".join(f"{k}: {v:.2f}s" for k, v in result["seconds"].items())
     return f"wrote {args.out} ({timings})"

@@ -1,9 +1,10 @@
 """Loading pipelines, swapping schedulers and writing sample grids: what `generate` and the comparison share."""
 
+import inspect
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from diffusers import (
@@ -33,13 +34,91 @@ SCHEDULERS = {
 }
 
 
-def swap_scheduler(pipe, name: str):
-    """Replaces `pipe.scheduler` by the scheduler called `name` (see `SCHEDULERS`), built from the same config."""
+# Options a Diffusers user sets as config keys: `variance_type` of the DDPM schedulers, and dynamic thresholding of
+# the predicted x0 (Imagen) for every scheduler that has it (all but the Euler ones).
+DDPM_SCHEDULERS = ("kiit", "ddpm")
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
+LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
+THRESHOLDING_KEYS = ("thresholding", "sample_max_value", "dynamic_thresholding_ratio")
+
+
+def check_scheduler_options(options: Dict) -> Dict:
+    """`options` without the unset (None) ones; refuses values no scheduler takes, before any sampling."""
+    options = {key: value for key, value in options.items() if value is not None}
+    unknown = sorted(set(options) - {"variance_type", *THRESHOLDING_KEYS})
+    if unknown:
+        raise ValueError(f"Unknown scheduler options {unknown}; known: variance_type, {', '.join(THRESHOLDING_KEYS)}.")
+    if "variance_type" in options and options["variance_type"] not in VARIANCE_TYPES:
+        raise ValueError(f"variance type must be one of {VARIANCE_TYPES}, got {options['variance_type']!r}.")
+    if not options.get("thresholding") and ({"sample_max_value", "dynamic_thresholding_ratio"} & set(options)):
+        raise ValueError(
+            "sample_max_value and dynamic_thresholding_ratio only apply with thresholding on (--thresholding)."
+        )
+    if not options.get("sample_max_value", 1.0) > 0:
+        raise ValueError(
+            f"sample_max_value must be positive (1.0: plain clipping), got {options['sample_max_value']}."
+        )
+    if not 0 <= options.get("dynamic_thresholding_ratio", 0.995) <= 1:
+        raise ValueError(
+            f"dynamic_thresholding_ratio is a quantile in [0, 1], got {options['dynamic_thresholding_ratio']}."
+        )
+    return options
+
+
+def scheduler_options(scheduler, options: Dict) -> Dict:
+    """The part of `options` that `scheduler` (a name in `SCHEDULERS`, or a class) takes: `variance_type` for the
+    DDPM schedulers, the thresholding keys for those whose config has them."""
+    scheduler_class = SCHEDULERS[scheduler][0] if isinstance(scheduler, str) else scheduler
+    accepted = set(inspect.signature(scheduler_class.__init__).parameters)
+    ddpm = issubclass(scheduler_class, (KiitDDPMScheduler, DDPMScheduler))
+    return {
+        key: value
+        for key, value in options.items()
+        if value is not None and key in accepted and (key != "variance_type" or ddpm)
+    }
+
+
+def check_variance_fits_model(unet, scheduler) -> None:
+    """A model that predicts its variance too (out_channels = 2 x in_channels) needs a DDPM scheduler with a learned
+    variance type, and such a scheduler needs that model."""
+    config = unet.config
+    in_channels, out_channels = config.in_channels, getattr(config, "out_channels", config.in_channels)
+    variance_type = scheduler.config.get("variance_type")
+    learned = isinstance(scheduler, (KiitDDPMScheduler, DDPMScheduler)) and variance_type in LEARNED_VARIANCE_TYPES
+    name = type(scheduler).__name__
+    if learned and out_channels != 2 * in_channels:
+        raise ValueError(
+            f"variance_type={variance_type!r} needs a model that predicts its variance too (2 x {in_channels} output "
+            f"channels); this one has {out_channels}. Choose a fixed variance type, e.g. 'fixed_small'."
+        )
+    if not learned and out_channels == 2 * in_channels != in_channels:
+        raise ValueError(
+            f"This model predicts its variance too ({out_channels} output channels for {in_channels} input ones): "
+            f"only {' and '.join(DDPM_SCHEDULERS)} with variance type 'learned_range' or 'learned' use it, not {name}"
+            f"{f' with {variance_type!r}' if variance_type else ''}."
+        )
+
+
+def swap_scheduler(pipe, name: str, **options):
+    """Replaces `pipe.scheduler` by the scheduler called `name` (see `SCHEDULERS`), built from the same config.
+    `options` (config keys: `variance_type`, `thresholding`, `sample_max_value`, `dynamic_thresholding_ratio`) go to
+    the schedulers that take them (see `scheduler_options`)."""
     if name not in SCHEDULERS:
         raise ValueError(f"Unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}.")
     scheduler_class, overrides = SCHEDULERS[name]
-    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, **overrides)
+    options = scheduler_options(name, check_scheduler_options(options))
+    scheduler = scheduler_class.from_config(pipe.scheduler.config, **overrides, **options)
+    check_variance_fits_model(pipe.unet, scheduler)
+    pipe.scheduler = scheduler
     return pipe
+
+
+def describe_options(options: Dict) -> str:
+    """A comparison row's label suffix, e.g. ' (fixed_large, thresholded at 1.5)'; empty without options."""
+    parts = [options["variance_type"]] if "variance_type" in options else []
+    if options.get("thresholding"):
+        parts.append(f"thresholded at {options.get('sample_max_value', 1.0):g}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def load_pipeline(path_or_id: str, device: str = "cpu") -> KiitDDPMPipeline:
@@ -87,26 +166,37 @@ def labelled(image: Image.Image, label: str, width: int = 0) -> Image.Image:
 
 @torch.no_grad()
 def compare_schedulers(
-    pipe, schedulers: Sequence[str], steps: Sequence[int], num_images: int = 4, seed: int = 0
+    pipe,
+    schedulers: Sequence[str],
+    steps: Sequence[int],
+    num_images: int = 4,
+    seed: int = 0,
+    options: Optional[Dict] = None,
 ) -> Dict[str, object]:
-    """Samples with each scheduler at each step count from the same seed.
+    """Samples with each scheduler at each step count from the same seed. `options` (see `swap_scheduler`) apply
+    to the schedulers that take them; each row's label names those it used.
 
-    Returns the labelled comparison grid (one row per scheduler and step count) and the seconds each run took.
+    Returns the labelled comparison grid (one row per scheduler and step count), the seconds each run took and the
+    rows' labels.
     """
     original = pipe.scheduler
+    options = check_scheduler_options(options or {})
     samples: List[tuple] = []
     seconds: Dict[str, float] = {}
     try:
+        for name in schedulers:  # every scheduler is built and checked against the model before any sampling
+            swap_scheduler(pipe, name, **options)
+            pipe.scheduler = original
         for name in schedulers:
             for count in steps:
                 pipe.scheduler = original
-                swap_scheduler(pipe, name)
+                swap_scheduler(pipe, name, **options)
                 start = time.perf_counter()
                 images = pipe(
                     batch_size=num_images, generator=torch.manual_seed(seed), num_inference_steps=count
                 ).images
                 elapsed = time.perf_counter() - start
-                label = f"{name}, {count} steps, {elapsed:.1f}s"
+                label = f"{name}{describe_options(scheduler_options(name, options))}, {count} steps, {elapsed:.1f}s"
                 seconds[f"{name}@{count}"] = elapsed
                 samples.append((make_image_grid(images, rows=1, cols=len(images)), label))
     finally:
@@ -114,4 +204,4 @@ def compare_schedulers(
     width = max(label_width(label) for _, label in samples)  # every label whole, every row as wide
     rows = [labelled(images, label, width) for images, label in samples]
     grid = make_image_grid(rows, rows=len(rows), cols=1)
-    return {"grid": grid, "seconds": seconds}
+    return {"grid": grid, "seconds": seconds, "labels": [label for _, label in samples]}
