@@ -198,6 +198,10 @@ def test_the_api_returns_images(served):
     client = Client(served["url"], verbose=False)
     gallery, strip, info, download = client.predict(served["noise"], "ddim", 5, 0, 3, api_name="/generate")
     assert len(gallery) == 3 and "3 image(s)" in info
+    *_, options_info, _ = client.predict(
+        served["noise"], "kiit", 3, 0, 1, "fixed_large", True, 1.5, api_name="/generate"
+    )
+    assert "(fixed_large, thresholded at 1.5)" in options_info
     images = [Image.open(item["image"]) for item in gallery]
     assert images[0].size == (16, 16) and Image.open(strip).height == 2 * 64
     assert Image.open(download).size == (3 * 16, 16)
@@ -366,3 +370,27 @@ def test_launch_binds_to_loopback_and_allows_the_pipelines_folder(pipelines, tmp
         assert tmp_path.resolve() in allowed and pipelines["root"].resolve() in allowed
     finally:
         demo.close()
+
+
+def test_generate_with_a_variance_type_and_thresholding(cache, pipelines):
+    result = generate(
+        cache,
+        pipelines["noise"],
+        "default",
+        steps=4,
+        num_images=1,
+        variance_type="fixed_large",
+        thresholding=True,
+        sample_max_value=1.5,
+    )
+    assert "KiitDDPMScheduler (fixed_large, thresholded at 1.5)" in result["info"]
+    ddim = generate(
+        cache, pipelines["noise"], "ddim", steps=4, num_images=1, variance_type="fixed_large", thresholding=True
+    )
+    assert "DDIMScheduler (thresholded at 1)," in ddim["info"]  # DDIM has no variance type; thresholding it has
+    with pytest.raises(ValueError, match="needs a model that predicts its variance too"):
+        generate(cache, pipelines["noise"], "kiit", steps=4, num_images=1, variance_type="learned_range")
+    with pytest.raises(ValueError, match="are for noise pipelines; this one blurs"):
+        generate(cache, pipelines["cold"], "default", steps=4, num_images=1, thresholding=True)
+    assert type(cache.get(pipelines["noise"]).scheduler) is KiitDDPMScheduler  # the cached pipeline is untouched
+    assert not cache.get(pipelines["noise"]).scheduler.config.thresholding

@@ -29,7 +29,15 @@ from diffusers.utils import make_image_grid
 from PIL import Image
 
 from .pipelines import DenoisingRecorder, KiitDDPMPipeline
-from .sampling import SCHEDULERS, grid_shape
+from .sampling import (
+    SCHEDULERS,
+    VARIANCE_TYPES,
+    check_scheduler_options,
+    check_variance_fits_model,
+    describe_options,
+    grid_shape,
+    scheduler_options,
+)
 from .schedulers import GaussianBlurScheduler
 
 # The blur pipelines' own samplers, beside the noise schedulers of `sampling.SCHEDULERS`.
@@ -225,14 +233,19 @@ class PipelineCache:
         return pipe
 
 
-def with_scheduler(pipe: KiitDDPMPipeline, name: str) -> KiitDDPMPipeline:
-    """A pipeline sharing `pipe`'s model with the scheduler called `name`; `pipe` itself is left as it was."""
+def with_scheduler(pipe: KiitDDPMPipeline, name: str, **options) -> KiitDDPMPipeline:
+    """A pipeline sharing `pipe`'s model with the scheduler called `name`; `pipe` itself is left as it was.
+    `options` (variance_type, thresholding, sample_max_value: see `sampling.swap_scheduler`) go to a noise
+    scheduler that takes them."""
     if name not in SCHEDULER_CHOICES:
         raise ValueError(f"Unknown scheduler {name!r}; choose one of {SCHEDULER_CHOICES}.")
     config = pipe.scheduler.config
     blurs = isinstance(pipe.scheduler, GaussianBlurScheduler)
+    options = check_scheduler_options(options)
+    if blurs and options:
+        raise ValueError("Variance types and thresholding are for noise pipelines; this one blurs. Leave them off.")
     if name == "default":
-        scheduler = type(pipe.scheduler).from_config(config)
+        scheduler = type(pipe.scheduler).from_config(config, **scheduler_options(type(pipe.scheduler), options))
     elif blurs:
         if name not in BLUR_SAMPLERS or config.process != "cold":
             allowed = ["default", *BLUR_SAMPLERS] if config.process == "cold" else ["default"]
@@ -242,7 +255,9 @@ def with_scheduler(pipe: KiitDDPMPipeline, name: str) -> KiitDDPMPipeline:
         if name in BLUR_SAMPLERS:
             raise ValueError(f"{name!r} is for blur pipelines; this one adds noise. Choose one of {list(SCHEDULERS)}.")
         scheduler_class, overrides = SCHEDULERS[name]
-        scheduler = scheduler_class.from_config(config, **overrides)
+        scheduler = scheduler_class.from_config(config, **overrides, **scheduler_options(name, options))
+    if not blurs:
+        check_variance_fits_model(pipe.unet, scheduler)
     copy = KiitDDPMPipeline(unet=pipe.unet, scheduler=scheduler)
     copy.set_progress_bar_config(disable=True)
     # The unet (channels_last, compiled or not) is shared; the sampling settings live on the pipeline object.
@@ -270,12 +285,22 @@ def generate(
     num_images: int = 4,
     strip_points: int = 8,
     on_step: Optional[Callable[[int, int], None]] = None,
+    variance_type: Optional[str] = None,
+    thresholding: bool = False,
+    sample_max_value: Optional[float] = None,
 ) -> Dict:
-    """Samples `num_images` images; returns them, the denoising strip of the first one, a grid and the seconds."""
+    """Samples `num_images` images; returns them, the denoising strip of the first one, a grid and the seconds.
+    `variance_type` (DDPM schedulers) and `thresholding` with `sample_max_value` (every scheduler that has it) are
+    applied where the scheduler takes them; the info line names those used."""
     limits = cache.limits
     num_images = _check_int("Number of images", num_images, 1, limits.max_images)
     seed = _check_int("Seed", seed, 0, 2**32 - 1)
-    pipe = with_scheduler(cache.get(pipeline), scheduler)
+    options = {
+        "variance_type": None if variance_type == "default" else variance_type,
+        "thresholding": thresholding or None,
+    }
+    options["sample_max_value"] = sample_max_value if thresholding else None
+    pipe = with_scheduler(cache.get(pipeline), scheduler, **options)
     total = pipe.scheduler.config.num_train_timesteps
     steps = _check_int("Steps", steps, 1, min(limits.max_steps, total))
     recorder = DenoisingRecorder.evenly(steps, count=strip_points)
@@ -303,7 +328,9 @@ def generate(
         "grid": make_image_grid(images, rows, cols),
         "seconds": seconds,
         "info": (
-            f"{num_images} image(s), {type(pipe.scheduler).__name__}, {steps} steps, seed {seed}{precision}: "
+            f"{num_images} image(s), {type(pipe.scheduler).__name__}"
+            f"{describe_options(scheduler_options(type(pipe.scheduler), check_scheduler_options(options)))}, "
+            f"{steps} steps, seed {seed}{precision}: "
             f"{seconds:.2f} s. "
             f"The strip shows x_t (top) and the predicted x0 (bottom) at {len(recorder.steps)} steps."
         ),
@@ -504,7 +531,17 @@ def build_app(
         return wrapped
 
     @shown_errors
-    def on_generate(pipeline, scheduler, steps, seed, num_images, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)
+    def on_generate(
+        pipeline,
+        scheduler,
+        steps,
+        seed,
+        num_images,
+        variance="default",
+        thresholding=False,
+        threshold=1.5,
+        progress=gr.Progress(),  # noqa: B008 (Gradio's idiom)
+    ):
         result = generate(
             cache,
             pipeline,
@@ -513,6 +550,9 @@ def build_app(
             seed,
             num_images,
             on_step=lambda done, total: progress(done / total, desc=f"step {done} of {total}"),
+            variance_type=None if variance == "default" else variance,
+            thresholding=bool(thresholding),
+            sample_max_value=threshold,
         )
         path = downloads.save(result["grid"], f"samples-seed{int(seed)}")
         return result["images"], result["strip"], result["info"], str(path)
@@ -584,6 +624,20 @@ def build_app(
                 )
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
                 count = gr.Slider(1, limits.max_images, value=4, step=1, label="Images")
+            with gr.Row():
+                variance = gr.Dropdown(
+                    ["default", *VARIANCE_TYPES],
+                    value="default",
+                    label="DDPM variance (learned ones need a model that predicts it)",
+                    elem_id="variance",
+                )
+                thresholding = gr.Checkbox(False, label="Dynamic thresholding of x0", elem_id="thresholding")
+                threshold = gr.Number(
+                    value=1.5,
+                    minimum=0.01,
+                    label="Threshold max (sample_max_value; 1 = clipping)",
+                    elem_id="threshold",
+                )
             run = gr.Button("Generate", variant="primary", elem_id="generate")
             gallery = gr.Gallery(label="Samples", columns=4, elem_id="gallery")
             strip = gr.Image(format="png", label="Denoising: x_t (top) and predicted x0 (bottom)", elem_id="strip")
@@ -617,7 +671,7 @@ def build_app(
             event(on_pipeline, [pipeline_box, steps, level], [steps, level], api_visibility="private")
         run.click(
             on_generate,
-            [pipeline_box, scheduler, steps, seed, count],
+            [pipeline_box, scheduler, steps, seed, count, variance, thresholding, threshold],
             [gallery, strip, info, download],
             api_name="generate",
         )
