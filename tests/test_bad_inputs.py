@@ -20,6 +20,10 @@ def _unet(**overrides):
     return SimpleUNet2DModel(sample_size=16, in_channels=1, out_channels=1, **{**TINY, **overrides})
 
 
+def _x(batch=1):
+    return torch.zeros(batch, 1, 4, 4)
+
+
 def _pipe():
     return KiitDDPMPipeline(unet=_unet(), scheduler=KiitDDPMScheduler(num_train_timesteps=20))
 
@@ -90,7 +94,56 @@ CASES = {
         ),
         "got a float tensor",
     ),
+    "add_noise timestep too large": (
+        lambda t: KiitDDPMScheduler(num_train_timesteps=20).add_noise(_x(), _x(), torch.tensor([20])),
+        "`timesteps` must hold integers in [0, 19] (the scheduler's `num_train_timesteps` is 20), got 20.",
+    ),
+    "add_noise timestep -1": (
+        lambda t: KiitDDPMScheduler(num_train_timesteps=20).add_noise(_x(), _x(), torch.tensor([-1])),
+        "`timesteps` must hold integers in [0, 19] (the scheduler's `num_train_timesteps` is 20), got -1.",
+    ),
+    "get_velocity timesteps": (
+        lambda t: KiitDDPMScheduler(num_train_timesteps=20).get_velocity(_x(2), _x(2), torch.tensor([3, 25])),
+        "`timesteps` must hold integers in [0, 19]",
+    ),
+    "per-sample step timesteps": (
+        lambda t: KiitDDPMScheduler(num_train_timesteps=20).step(_x(2), torch.tensor([-2, 5]), _x(2)),
+        "`timestep` must hold integers in [0, 19] (the scheduler's `num_train_timesteps` is 20), got -2.",
+    ),
+    "scale_model_input timestep": (
+        lambda t: KiitDDPMScheduler(num_train_timesteps=20).scale_model_input(_x(), 20),
+        "`timestep` must be an integer in [0, 19]",
+    ),
+    "custom timesteps ascending": (
+        lambda t: KiitDDPMScheduler(num_train_timesteps=20).set_timesteps(timesteps=[3, 9]),
+        "`custom_timesteps` must be in descending order",
+    ),
+    "custom timesteps and a count": (
+        lambda t: KiitDDPMScheduler(num_train_timesteps=20).set_timesteps(2, timesteps=[9, 3]),
+        "Can only pass one of `num_inference_steps` or `custom_timesteps`",
+    ),
+    "custom timesteps too large": (
+        lambda t: KiitDDPMScheduler(num_train_timesteps=20).set_timesteps(timesteps=[20, 3]),
+        "`timesteps` must start before `self.config.train_timesteps`: 20",
+    ),
+    "learned variance, one prediction": (
+        lambda t: KiitDDPMScheduler(variance_type="learned_range").step(_x(), 5, _x()),
+        "needs a model that also predicts the variance: 2 x 1 channels",
+    ),
+    "thresholding quantile": (
+        lambda t: KiitDDPMScheduler(dynamic_thresholding_ratio=99.5),
+        "`dynamic_thresholding_ratio` is a quantile and must lie in [0, 1]",
+    ),
+    "thresholding max": (lambda t: KiitDDPMScheduler(sample_max_value=-1.0), "`sample_max_value` must be positive"),
     # the blur scheduler
+    "blur add_noise timestep": (
+        lambda t: GaussianBlurScheduler(num_train_timesteps=10).add_noise(_x(8), _x(8), torch.tensor([10])),
+        "`timesteps` must hold integers in [0, 9] (the scheduler's `num_train_timesteps` is 10), got 10.",
+    ),
+    "blur step timestep -1": (
+        lambda t: GaussianBlurScheduler(num_train_timesteps=10).step(_x(), -1, _x()),
+        "`timestep` must be an integer in [0, 9]",
+    ),
     "negative blur": (lambda t: GaussianBlurScheduler(sigma_min=-1.0), "Blur widths must be >= 0"),
     "blur end below start": (
         lambda t: GaussianBlurScheduler(sigma_min=4.0, sigma_max=2.0),
@@ -115,6 +168,14 @@ CASES = {
         "`callback_on_step_end_tensor_inputs` may only name",
     ),
     "scheduler name": (lambda t: swap_scheduler(_pipe(), "magic"), "Unknown scheduler 'magic'"),
+    "compare threshold max alone": (
+        lambda t: cli_error(["compare-schedulers", str(t), "--sample-max-value", "1.5"]),
+        "only apply with thresholding on (--thresholding)",
+    ),
+    "learned variance, plain model": (
+        lambda t: swap_scheduler(_pipe(), "kiit", variance_type="learned"),
+        "variance_type='learned' needs a model that predicts its variance too",
+    ),
     "recorder steps": (lambda t: DenoisingRecorder([-1]), "`steps` must be a non-empty list of step indices >= 0"),
     "empty recorder": (lambda t: DenoisingRecorder([0]).strip(), "Nothing recorded"),
     # data
@@ -153,6 +214,10 @@ CASES = {
     "app blur sampler on noise": (
         lambda t: _app(lambda app, c, p: app.generate(c, p, "blur-naive", 5, 0, 1))(t),
         "is for blur pipelines",
+    ),
+    "app learned variance, plain model": (
+        lambda t: _app(lambda app, c, p: app.generate(c, p, "kiit", 5, 0, 1, variance_type="learned_range"))(t),
+        "variance_type='learned_range' needs a model that predicts its variance too",
     ),
     "app quiz guess": (lambda t: _app(lambda app, c, p: app.score_guess(500, 3, 20))(t), "Your guess must be"),
 }
