@@ -29,6 +29,7 @@ from diffusers.utils import make_image_grid
 from PIL import Image
 
 from .pipelines import DenoisingRecorder, KiitDDPMPipeline
+from .remote_code import pipeline_class_name, remote_code_paths
 from .sampling import (
     SCHEDULERS,
     VARIANCE_TYPES,
@@ -62,7 +63,8 @@ class AppLimits:
 
 
 # What a pipeline needs from a Hub repository: its index and, in each component's folder, configs, safetensors
-# weights and tokenizer files. Never pickles, never code (the app does not run a repository's code).
+# weights and tokenizer files. Never pickles; of code, only the module files ddpm-kiit generates, which the app
+# never runs (the installed package's classes stand for them).
 _NEEDED_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
 _APP_PIPELINES = {KiitDDPMPipeline.__name__}
 
@@ -82,16 +84,18 @@ def hub_files_to_fetch(repo_id: str, max_download_mb: float, revision: Optional[
     if "model_index.json" not in sizes:
         raise ValueError(f"{repo_id!r} holds no model_index.json: it is not a Diffusers pipeline.")
     index = json.loads(Path(hf_hub_download(repo_id, "model_index.json", revision=info.sha)).read_text())
-    if index.get("_class_name") not in _APP_PIPELINES:
-        raise ValueError(
-            f"{repo_id!r} is a {index.get('_class_name')!r}; this app serves {', '.join(sorted(_APP_PIPELINES))}."
-        )
+    class_name = pipeline_class_name(index)
+    if class_name not in _APP_PIPELINES:
+        raise ValueError(f"{repo_id!r} is a {class_name!r}; this app serves {', '.join(sorted(_APP_PIPELINES))}.")
     components = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
     needed = ["model_index.json"] + [
         path
         for path in sizes
         if path.split("/", 1)[0] in components and path.count("/") == 1 and path.endswith(_NEEDED_SUFFIXES)
     ]
+    # The modules ddpm-kiit generated for the remote-code route: Diffusers finds a component's class through them,
+    # and with the package imported the package's own classes serve them (nothing of the repository runs).
+    needed += [path for path in remote_code_paths(index) if path in sizes]
     missing = [name for name in ("unet", "scheduler") if not any(p.startswith(f"{name}/") for p in needed)]
     if missing:
         raise ValueError(f"{repo_id!r} lacks the {' and '.join(missing)} folder(s) a pipeline needs.")
