@@ -164,7 +164,8 @@ def main(argv=None) -> int:
         print(f"accelerate launch / python = {result['speed']['ratio']:.3f} (target >= 0.95)")
     if not args.skip_full:
         print("The main job, as typed:")
-        job = main_job(work, command, args.num_samples, extra, evaluate=not args.quick, reuse=args.reuse)
+        job_extra = extra + ["--max_train_steps", "2"] if args.quick else extra  # the smoke test: a few steps only
+        job = main_job(work, command, args.num_samples, job_extra, evaluate=not args.quick, reuse=args.reuse)
         result["main_job"] = job
         print(
             f"main job: {job['train_minutes']:.1f} min of training ({job['wall_minutes']} min wall-clock), "
