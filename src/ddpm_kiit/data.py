@@ -371,31 +371,36 @@ class BadImagesError(ValueError):
         self.sources = sources
 
 
-def _decode(entry) -> Image.Image:
-    """One image of a dataset whose `image` column is not decoded: read it whole, so truncation shows here."""
+def _undecoded(dataset):
+    """`dataset` with its `image` column left as paths/bytes, so that each image is opened (and fails) here."""
+    import datasets
+
+    if isinstance(dataset.features.get("image"), datasets.Image):
+        return dataset.cast_column("image", datasets.Image(decode=False))
+    return dataset
+
+
+def _open(entry) -> Image.Image:
+    """One entry of an undecoded `image` column (or an image already in memory), opened lazily."""
     if isinstance(entry, Image.Image):
-        entry.load()
         return entry
-    image = Image.open(entry["path"] if entry.get("bytes") is None else io.BytesIO(entry["bytes"]))
+    return Image.open(entry["path"] if entry.get("bytes") is None else io.BytesIO(entry["bytes"]))
+
+
+def _decode(entry) -> Image.Image:
+    """The image read whole, so truncation shows here."""
+    image = _open(entry)
     image.load()
     return image
 
 
 def image_channels(dataset) -> int:
     """1 for a greyscale dataset, 3 otherwise, from the first image whose header can be read."""
-    import datasets
-
-    raw = dataset
-    if isinstance(dataset.features.get("image"), datasets.Image):
-        raw = dataset.cast_column("image", datasets.Image(decode=False))
+    raw = _undecoded(dataset)
     for index in range(min(len(raw), 100)):
-        entry = raw[index]["image"]
         try:
-            if isinstance(entry, Image.Image):
-                mode = entry.mode
-            else:
-                with Image.open(entry["path"] if entry.get("bytes") is None else io.BytesIO(entry["bytes"])) as image:
-                    mode = image.mode
+            with _open(raw[index]["image"]) as image:
+                mode = image.mode  # the header is enough
         except (OSError, SyntaxError, ValueError):
             continue
         return 1 if mode in ("L", "1", "I", "F") or mode.startswith("I;16") else 3
@@ -412,12 +417,9 @@ def dataset_to_tensor(
     `BadImagesError` naming up to ten of them and how many there are, before anything else happens; with
     `skip_bad_images=True` they are left out, with a warning that says how many.
     """
-    import datasets
     from tqdm.auto import tqdm
 
-    raw = dataset
-    if isinstance(dataset.features.get("image"), datasets.Image):
-        raw = dataset.cast_column("image", datasets.Image(decode=False))
+    raw = _undecoded(dataset)
     tensors, bad = [], []
     for start in tqdm(range(0, len(raw), batch_size), desc="Preparing images", leave=False):
         for offset, entry in enumerate(raw[start : start + batch_size]["image"]):
