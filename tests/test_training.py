@@ -123,6 +123,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
         (["--model_config", '{"widths": [8]}'], r"unknown keys \['widths'\]"),
         (["--learning_rate", "0"], "--learning_rate must be positive"),
         (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
+        (["--max_train_samples", "4"], r"The dataset has 4 images, fewer than one batch \(8 per process x 1"),
     ],
 )
 def test_bad_training_flags_fail_before_work(tmp_path, extra, message, capsys):

@@ -259,6 +259,11 @@ def _set_up(config: TrainingConfig) -> _Run:
 
     images, model_config = _load_images(config, accelerator)
     global_batch = config.train_batch_size * accelerator.num_processes
+    if len(images) < global_batch:
+        raise ValueError(
+            f"The dataset has {len(images)} images, fewer than one batch ({config.train_batch_size} per process x "
+            f"{accelerator.num_processes} processes); lower --train_batch_size."
+        )
     output_dir.mkdir(parents=True, exist_ok=True)  # the first write, now that the data is known good
     unet = _build_unet(config, model_config, accelerator)
     noise_scheduler = build_scheduler(config)
@@ -312,12 +317,6 @@ def _load_images(config: TrainingConfig, accelerator) -> tuple:
     transform = ImageTransform(config.resolution, model_config["in_channels"], center_crop=config.center_crop)
     with accelerator.main_process_first():
         images = dataset_to_tensor(dataset, transform, skip_bad_images=config.skip_bad_images)
-    global_batch = config.train_batch_size * accelerator.num_processes
-    if len(images) < global_batch:
-        raise ValueError(
-            f"The dataset has {len(images)} images, fewer than one batch ({config.train_batch_size} per process x "
-            f"{accelerator.num_processes} processes); lower --train_batch_size."
-        )
     return images, model_config
 
 
