@@ -20,15 +20,14 @@ def promote(staging: os.PathLike, target: os.PathLike) -> Path:
 
 
 @contextmanager
-def atomic_file(target: os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+def atomic_file(target: os.PathLike) -> Iterator[Path]:
     """
     Yields a path beside `target` to write to; when the block succeeds that file becomes `target`, when it fails it
-    is removed and `target` is untouched. With `overwrite=False` an existing `target` is refused before any work.
-    The partial file keeps `target`'s suffix, so writers that choose a format by it (PIL) still do.
+    is removed and `target` is untouched. (Whether `target` may be replaced is the caller's question, asked before
+    the work that produces it.) The partial file keeps `target`'s suffix, so writers that choose a format by it (PIL)
+    still do.
     """
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise ValueError(f"{str(target)!r} already exists; choose another name or pass --overwrite.")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.stem}.{os.getpid()}.partial{target.suffix}")
     try:
@@ -38,14 +37,14 @@ def atomic_file(target: os.PathLike, overwrite: bool = True) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
-def write_text_atomically(target: os.PathLike, text: str, overwrite: bool = True) -> Path:
-    with atomic_file(target, overwrite) as partial:
+def write_text_atomically(target: os.PathLike, text: str) -> Path:
+    with atomic_file(target) as partial:
         partial.write_text(text)
     return Path(target)
 
 
-def write_json_atomically(target: os.PathLike, value: Any, overwrite: bool = True) -> Path:
-    return write_text_atomically(target, json.dumps(value, indent=2) + "\n", overwrite)
+def write_json_atomically(target: os.PathLike, value: Any) -> Path:
+    return write_text_atomically(target, json.dumps(value, indent=2) + "\n")
 
 
 @contextmanager
