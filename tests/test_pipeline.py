@@ -121,6 +121,51 @@ def test_callback_can_replace_latents(small_pipe):
     np.testing.assert_array_equal(images, np.full_like(images, 0.5))
 
 
+@pytest.mark.parametrize("name, steps, start", [("ddim", 50, 137), ("kiit", 300, 40), ("euler", 20, 200)])
+def test_an_image_degraded_to_start_timestep_is_denoised_from_there(small_pipe, name, steps, start):
+    # SDEdit: the chain of `steps` is cut to its timesteps not above `start`; x at its first one is
+    # scheduler.add_noise(image, noise, t) with the generator's first draw, then the ordinary reverse steps follow.
+    swap_scheduler(small_pipe, name)
+    image = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    seen = []
+    result = small_pipe(
+        num_inference_steps=steps,
+        image=image,
+        start_timestep=start,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+        callback_on_step_end=lambda p, i, t, kw: seen.append(int(t)) or {},
+    ).images
+
+    scheduler = type(small_pipe.scheduler).from_config(small_pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    chain = [int(t) for t in scheduler.timesteps if t <= start]
+    assert seen == chain and 0 < len(chain) < steps
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(steps - len(chain))
+    generator = torch.Generator().manual_seed(0)
+    sample = scheduler.add_noise(image, torch.randn(image.shape, generator=generator), torch.tensor([chain[0]]))
+    step_kwargs = small_pipe.prepare_extra_step_kwargs(generator, 0.0)
+    with torch.no_grad():
+        for t in scheduler.timesteps[steps - len(chain) :]:
+            output = small_pipe.unet(scheduler.scale_model_input(sample, t), t).sample
+            sample = scheduler.step(output, t, sample, **step_kwargs).prev_sample
+    torch.testing.assert_close(result, (sample / 2 + 0.5).clamp(0, 1), rtol=0, atol=1e-6)
+
+
+def test_an_image_start_needs_an_image_of_the_model_shape(small_pipe):
+    with pytest.raises(ValueError, match="pass an `image` with it"):
+        small_pipe(start_timestep=10)
+    with pytest.raises(ValueError, match=r"shaped \(batch_size or 1, 1, 16, 16\).*got \(1, 3, 16, 16\)"):
+        small_pipe(image=torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="finite values in \\[-1, 1\\]"):
+        small_pipe(image=torch.full((1, 1, 16, 16), 2.0))
+    with pytest.raises(ValueError, match="holds 2 images; pass 1 or `batch_size`=3"):
+        small_pipe(image=torch.zeros(2, 1, 16, 16), batch_size=3)
+    with pytest.raises(ValueError, match=r"`start_timestep` must be an integer in \[0, 299\], got 300"):
+        small_pipe(image=torch.zeros(1, 1, 16, 16), start_timestep=300)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -24,11 +24,11 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler
 from diffusers.utils import make_image_grid
 from PIL import Image
 
-from .pipelines import DenoisingRecorder, KiitDDPMPipeline
+from .images import model_image_size, pil_to_tensor, tensor_to_pil
+from .pipelines import KiitDDPMPipeline
 from .remote_code import pipeline_class_name, remote_code_paths
 from .sampling import (
     SCHEDULERS,
@@ -36,10 +36,10 @@ from .sampling import (
     check_scheduler_options,
     check_variance_fits_model,
     describe_options,
-    grid_shape,
     scheduler_options,
 )
 from .schedulers import GaussianBlurScheduler
+from .visualize import DenoisingRecorder, image_grid
 
 # The blur pipelines' own samplers, beside the noise schedulers of `sampling.SCHEDULERS`.
 BLUR_SAMPLERS = {"blur-improved": "improved", "blur-naive": "naive"}
@@ -170,6 +170,7 @@ class PipelineCache:
         self.fast_inference = fast_inference
         self._pipelines: "OrderedDict[str, KiitDDPMPipeline]" = OrderedDict()
         self._lock = threading.Lock()
+        self.samples = SampleCache()
 
     def _local_path(self, reference: str) -> Optional[Path]:
         """The folder `reference` names, checked against the allowed folders; `None` for a Hub id (or a bare name).
@@ -237,6 +238,15 @@ class PipelineCache:
         return pipe
 
 
+def _blurs(scheduler) -> bool:
+    return isinstance(scheduler, GaussianBlurScheduler)
+
+
+def _fast_scheduler(pipe: KiitDDPMPipeline) -> str:
+    """The scheduler the Learn tab samples with: DDIM for noise, the pipeline's own for blur."""
+    return "default" if _blurs(pipe.scheduler) else "ddim"
+
+
 def with_scheduler(pipe: KiitDDPMPipeline, name: str, **options) -> KiitDDPMPipeline:
     """A pipeline sharing `pipe`'s model with the scheduler called `name`; `pipe` itself is left as it was.
     `options` (variance_type, thresholding, sample_max_value: see `sampling.swap_scheduler`) go to a noise
@@ -244,7 +254,7 @@ def with_scheduler(pipe: KiitDDPMPipeline, name: str, **options) -> KiitDDPMPipe
     if name not in SCHEDULER_CHOICES:
         raise ValueError(f"Unknown scheduler {name!r}; choose one of {SCHEDULER_CHOICES}.")
     config = pipe.scheduler.config
-    blurs = isinstance(pipe.scheduler, GaussianBlurScheduler)
+    blurs = _blurs(pipe.scheduler)
     options = check_scheduler_options(options)
     if blurs and options:
         raise ValueError("Variance types and thresholding are for noise pipelines; this one blurs. Leave them off.")
@@ -325,11 +335,10 @@ def generate(
     ).images
     seconds = time.perf_counter() - start
     precision = f", {str(pipe.autocast_dtype).replace('torch.', '')} autocast" if pipe.autocast_dtype else ""
-    rows, cols = grid_shape(len(images))
     return {
         "images": images,
         "strip": _enlarge(recorder.strip(0), pipe.unet.config.sample_size),
-        "grid": make_image_grid(images, rows, cols),
+        "grid": image_grid(images),
         "seconds": seconds,
         "info": (
             f"{num_images} image(s), {type(pipe.scheduler).__name__}"
@@ -341,48 +350,46 @@ def generate(
     }
 
 
-def _to_tensor(image: Image.Image, pipe: KiitDDPMPipeline) -> torch.Tensor:
-    """An uploaded picture as the model's input: its channels, centre-cropped and resized, in [-1, 1]."""
+def _to_tensor(image, pipe: KiitDDPMPipeline) -> torch.Tensor:
+    """An uploaded picture (PIL, or the array Gradio may send) as the model's input `(1, channels, size, size)`."""
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.asarray(image))
     config = pipe.unet.config
-    size = config.sample_size if isinstance(config.sample_size, int) else config.sample_size[0]
-    image = image.convert("L" if config.in_channels == 1 else "RGB")
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.from_numpy(array)[None]
+    return pil_to_tensor(image, model_image_size(pipe.unet), config.in_channels)
 
 
 def _to_image(tensor: torch.Tensor) -> Image.Image:
-    array = ((tensor[0].detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).convert("RGB")
+    return tensor_to_pil(tensor[0])
 
 
-# The model's own samples, per model and seed, for the Learn tab when nothing is uploaded (gone with the model).
-_samples_lock = threading.Lock()
-_samples: "weakref.WeakKeyDictionary[torch.nn.Module, Dict[int, torch.Tensor]]" = weakref.WeakKeyDictionary()
+class SampleCache:
+    """The model's own samples, per unet and seed, for the Learn tab when nothing is uploaded: the last
+    `max_seeds` seeds of each unet, dropped with the unet."""
+
+    def __init__(self, max_seeds: int = 16):
+        self.max_seeds = max_seeds
+        self._lock = threading.Lock()
+        self._samples: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
+
+    def get(self, pipe: KiitDDPMPipeline, seed: int) -> torch.Tensor:
+        with self._lock:
+            if seed in self._samples.get(pipe.unet, {}):
+                return self._samples[pipe.unet][seed]
+        fast = with_scheduler(pipe, _fast_scheduler(pipe))
+        steps = min(50, fast.scheduler.config.num_train_timesteps)
+        sample = fast(generator=torch.Generator().manual_seed(seed), num_inference_steps=steps, output_type="pt")
+        sample = sample.images.cpu() * 2 - 1
+        with self._lock:
+            seeds = self._samples.setdefault(pipe.unet, OrderedDict())
+            seeds[seed] = sample
+            while len(seeds) > self.max_seeds:
+                seeds.popitem(last=False)
+        return sample
 
 
 def _clean_image(cache: PipelineCache, pipe: KiitDDPMPipeline, image: Optional[Image.Image], seed: int):
     """The Learn tab's x0: the uploaded picture, or (none given) the model's own sample for `seed`."""
-    if image is not None:
-        if not isinstance(image, Image.Image):
-            image = Image.fromarray(np.asarray(image))
-        return _to_tensor(image, pipe)
-    with _samples_lock:
-        if seed in _samples.get(pipe.unet, {}):
-            return _samples[pipe.unet][seed]
-    fast = with_scheduler(pipe, "default" if isinstance(pipe.scheduler, GaussianBlurScheduler) else "ddim")
-    steps = min(50, fast.scheduler.config.num_train_timesteps)
-    sample = fast(generator=torch.Generator().manual_seed(seed), num_inference_steps=steps, output_type="pt").images
-    sample = sample.cpu() * 2 - 1
-    with _samples_lock:
-        seeds = _samples.setdefault(pipe.unet, OrderedDict())
-        seeds[seed] = sample
-        while len(seeds) > 16:
-            seeds.popitem(last=False)
-    return sample
+    return _to_tensor(image, pipe) if image is not None else cache.samples.get(pipe, seed)
 
 
 def describe_level(scheduler, t: int) -> str:
@@ -420,7 +427,6 @@ def forward(
     }
 
 
-@torch.no_grad()
 def reverse(
     cache: PipelineCache,
     pipeline: str,
@@ -433,42 +439,47 @@ def reverse(
     """Noises (or blurs) an image to level t and lets the model take it back to t = 0: a strip of x_t over x0_hat.
 
     Noise pipelines run DDIM on 50 evenly spaced levels (the chain starts at the largest of them not above t); blur
-    pipelines run their own sampler over every level from t down.
+    pipelines run their own sampler over every level from t down. Both through the pipeline (`image`,
+    `start_timestep`), with a `DenoisingRecorder` for the strip.
     """
     pipe = cache.get(pipeline)
     seed = _check_int("Seed", seed, 0, 2**32 - 1)
     total = pipe.scheduler.config.num_train_timesteps
     t = _check_int("t", t, 0, total - 1)
     clean = _clean_image(cache, pipe, image, seed)
-    generator = torch.Generator().manual_seed(seed)
-    if isinstance(pipe.scheduler, GaussianBlurScheduler):
-        scheduler = GaussianBlurScheduler.from_config(pipe.scheduler.config)
-        scheduler.set_timesteps(timesteps=list(range(t, -1, -1)))  # every level from t down to 0
-        timesteps = scheduler.timesteps.tolist()
-    else:
-        scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        scheduler.set_timesteps(min(50, total))
-        timesteps = [int(s) for s in scheduler.timesteps if int(s) <= t] or [int(scheduler.timesteps[-1])]
-    noise = torch.randn(clean.shape, generator=generator)
-    sample = scheduler.add_noise(clean, noise, torch.tensor([timesteps[0]])).to(pipe.device)
-    keep = set(np.linspace(0, len(timesteps) - 1, min(points, len(timesteps))).round().astype(int).tolist())
-    tops, bottoms = [_to_image(sample)], [_to_image(clean)]
-    for index, timestep in enumerate(timesteps):
-        output = pipe.unet(scheduler.scale_model_input(sample, timestep), timestep).sample
-        step = scheduler.step(output, timestep, sample, generator=generator)
-        sample = step.prev_sample
-        if index in keep:
-            tops.append(_to_image(sample))
-            bottoms.append(_to_image(step.pred_original_sample))
+    fast = with_scheduler(pipe, _fast_scheduler(pipe))
+    steps = total if _blurs(pipe.scheduler) else min(50, total)
+    chain = len(fast.get_timesteps(steps, "cpu", start_timestep=t))
+    recorder = DenoisingRecorder(np.linspace(0, chain - 1, min(points, chain)).round().astype(int))
+
+    def callback(p, index, timestep, tensors):
+        recorder(p, index, timestep, tensors)
         if on_step is not None:
-            on_step(index + 1, len(timesteps))
-    strip = make_image_grid([_upscale(i, 64) for i in tops + bottoms], rows=2, cols=len(tops))
+            on_step(index + 1, chain)
+        return {}
+
+    result = fast(
+        generator=torch.Generator().manual_seed(seed),
+        num_inference_steps=steps,
+        image=clean,
+        start_timestep=t,
+        output_type="pt",
+        callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=DenoisingRecorder.tensor_inputs,
+    ).images
+    start = recorder.timesteps[0]
+    # The chain's start, drawn again from the same seed: the pipeline's first draw is this noise.
+    noisy = fast.prepare_latents(
+        clean.shape, torch.Generator().manual_seed(seed), clean.device, clean.dtype, image=clean, timestep=start
+    )
+    tops, bottoms = recorder.rows(0)
+    tiles = [_to_image(noisy), *tops, _to_image(clean), *bottoms]
     return {
-        "strip": strip,
-        "result": _upscale(_to_image(sample)),
+        "strip": make_image_grid([_upscale(tile, 64) for tile in tiles], rows=2, cols=len(tops) + 1),
+        "result": _upscale(_to_image(result * 2 - 1)),
         "info": (
-            f"Started at t = {timesteps[0]} and took {len(timesteps)} model steps back to 0. Top: the noisy image, "
-            f"then x_t along the way. Bottom: the clean image, then the model's guess of it at each step."
+            f"Started at t = {start} and took {chain} model steps back to 0. Top: the noisy image, then x_t along "
+            f"the way. Bottom: the clean image, then the model's guess of it at each step."
         ),
     }
 

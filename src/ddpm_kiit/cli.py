@@ -238,8 +238,8 @@ def _train_classifier(args) -> str:
 def _generate(args) -> str:
     import torch
 
-    from .pipelines import DenoisingRecorder
-    from .sampling import grid_shape, load_pipeline, swap_scheduler, write_image_atomically
+    from .sampling import load_pipeline, swap_scheduler, write_image_atomically
+    from .visualize import DenoisingRecorder, image_grid
 
     # Checked before sampling so that a long run is not wasted on an output that cannot be written.
     for path in filter(None, (args.out, args.strip)):
@@ -257,10 +257,7 @@ def _generate(args) -> str:
         callback_on_step_end=recorder,
         callback_on_step_end_tensor_inputs=DenoisingRecorder.tensor_inputs if recorder else ["latents"],
     ).images
-    from diffusers.utils import make_image_grid
-
-    rows, cols = grid_shape(len(images))
-    written = [write_image_atomically(make_image_grid(images, rows, cols), args.out, args.overwrite)]
+    written = [write_image_atomically(image_grid(images), args.out, args.overwrite)]
     if recorder:
         written.append(write_image_atomically(recorder.strip(), args.strip, args.overwrite))
     return "wrote " + ", ".join(map(str, written))

@@ -143,9 +143,15 @@ def write_model_card(pipe, save_directory: os.PathLike, training_command: str = 
 
 
 def push_folder(
-    folder: os.PathLike, repo_id: str, token: Optional[str] = None, private: bool = False, commit_message: str = None
+    folder: os.PathLike,
+    repo_id: str,
+    token: Optional[str] = None,
+    private: Optional[bool] = None,
+    commit_message: Optional[str] = None,
+    create_pr: bool = False,
 ) -> str:
     """Uploads a saved pipeline folder (weights, configs, card, sample grid) to the Hub; checkpoints and logs stay.
+    The one push path: `ddpm-kiit push`, `train --push_to_hub` and `KiitDDPMPipeline.push_to_hub` all end here.
 
     Returns the URL of the commit. A rejected repo id, a missing or invalid token, or an unreachable Hub raise a
     `ValueError` that says what failed; the local folder is never modified.
@@ -164,6 +170,7 @@ def push_folder(
             folder_path=str(folder),
             ignore_patterns=["checkpoint-*", "checkpoint-*/**", ".*", "logs/**", "samples/**", "train_summary.json"],
             commit_message=commit_message or "Upload ddpm-kiit pipeline",
+            create_pr=create_pr,
         )
     except HfHubHTTPError as error:
         status = getattr(error.response, "status_code", None)

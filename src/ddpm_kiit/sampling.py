@@ -16,11 +16,12 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 from diffusers.utils import make_image_grid
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .io_utils import atomic_file
 from .pipelines import KiitDDPMPipeline
 from .schedulers import KiitDDPMScheduler
+from .visualize import grid_shape, label_width, labelled  # noqa: F401 (grid_shape re-exported)
 
 SCHEDULERS = {
     "kiit": (KiitDDPMScheduler, {}),
@@ -140,28 +141,6 @@ def write_image_atomically(image: Image.Image, out: os.PathLike, overwrite: bool
     with atomic_file(out) as partial:
         image.save(partial)
     return out
-
-
-def grid_shape(count: int) -> tuple:
-    """Rows and columns of the most nearly square grid that holds `count` images."""
-    cols = int(count**0.5 + 0.999999)
-    while count % cols:
-        cols += 1
-    return count // cols, cols
-
-
-def label_width(label: str) -> int:
-    """Pixels that `label` needs in `labelled`'s band (PIL's default font)."""
-    return int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(label)) + 4
-
-
-def labelled(image: Image.Image, label: str, width: int = 0) -> Image.Image:
-    """`image` with a white band on top carrying `label`, on a canvas at least `width` pixels wide."""
-    band = 14
-    canvas = Image.new("RGB", (max(image.width, width), image.height + band), "white")
-    canvas.paste(image.convert("RGB"), (0, band))
-    ImageDraw.Draw(canvas).text((2, 1), label, fill="black")
-    return canvas
 
 
 @torch.no_grad()

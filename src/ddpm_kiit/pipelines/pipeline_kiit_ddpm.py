@@ -6,14 +6,11 @@ import inspect
 import math
 import os
 import tempfile
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
-import numpy as np
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
-from diffusers.utils import make_image_grid
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image
 
 from ..devices import native_bf16
 from ..remote_code import is_generated_entry, needs_package, package_only
@@ -176,23 +173,17 @@ class KiitDDPMPipeline(DiffusionPipeline):
     ) -> str:
         """Uploads the pipeline (safetensors, configs) with our model card to the Hub; returns the commit URL.
 
-        Diffusers' own `push_to_hub` writes a bare card after saving, which on a first push would replace ours.
+        Diffusers' own `push_to_hub` writes a bare card after saving, which on a first push would replace ours; this
+        saves the whole folder first and uploads it with [`ddpm_kiit.hub.push_folder`].
         """
-        from huggingface_hub import create_repo
+        from ..hub import push_folder
 
-        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         card_kwargs = {"repo_id_or_path": repo_id, **(model_card_kwargs or {})}
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(
                 folder, safe_serialization=safe_serialization, variant=variant, model_card_kwargs=card_kwargs
             )
-            return self._upload_folder(
-                folder,
-                repo_id,
-                token=token,
-                commit_message=commit_message or "Upload ddpm-kiit pipeline",
-                create_pr=create_pr,
-            )
+            return push_folder(folder, repo_id, token, private, commit_message, create_pr)
 
     def _check_inputs(self, batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs, eta):
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or not 0 <= eta <= 1:
@@ -245,9 +236,11 @@ class KiitDDPMPipeline(DiffusionPipeline):
         callback_on_step_end: Optional[Callable[["KiitDDPMPipeline", int, int, Dict], Dict]] = None,
         callback_on_step_end_tensor_inputs: List[str] = ["latents"],
         eta: float = 0.0,
+        image: Optional[torch.Tensor] = None,
+        start_timestep: Optional[int] = None,
     ) -> Union[ImagePipelineOutput, Tuple]:
         r"""
-        Generates images from pure noise.
+        Generates images from pure noise, or takes `image` back from level `start_timestep` of the forward process.
 
         Args:
             batch_size (`int`, defaults to 1): Number of images.
@@ -263,6 +256,12 @@ class KiitDDPMPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs (`List[str]`, defaults to `["latents"]`): See above.
             eta (`float`, defaults to 0.0): DDIM's eta (Song et al. 2021), the share of fresh noise per step: 0 is
                 deterministic DDIM, 1 matches DDPM's variance. Only for schedulers whose `step` takes it.
+            image (`torch.Tensor`, *optional*): Clean images `(batch_size or 1, channels, height, width)` in [-1, 1]
+                (`ddpm_kiit.images.pil_to_tensor` makes one from a picture) to degrade with `scheduler.add_noise` and
+                denoise again, as SDEdit (Meng et al. 2022) does, instead of starting from pure noise.
+            start_timestep (`int`, *optional*): With `image`: the forward-process level to start from. The chain of
+                `num_inference_steps` is cut to its timesteps not above it (at least its last one); `None` starts at
+                the chain's first timestep.
 
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
@@ -274,32 +273,79 @@ class KiitDDPMPipeline(DiffusionPipeline):
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         shape = (batch_size, config.in_channels, height, width)
         device = self._execution_device
+        if image is not None:
+            image = self._check_image(image, shape)
+        elif start_timestep is not None:
+            raise ValueError("`start_timestep` is where `image` is degraded to; pass an `image` with it.")
 
+        timesteps = self.get_timesteps(num_inference_steps, device, start_timestep)
+        latents = self.prepare_latents(
+            shape, generator, device, self.unet.dtype, image=image, timestep=None if image is None else timesteps[0]
+        )
+        # Only entered when asked: `torch.inference_mode(False)` would switch gradient tracking back on.
+        with torch.inference_mode() if self._inference_mode else contextlib.nullcontext():
+            latents = self._denoise(
+                latents, timesteps, step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs
+            )
+
+        images = (latents / 2 + 0.5).clamp(0, 1)
+        if output_type != "pt":
+            images = images.float().cpu().permute(0, 2, 3, 1).numpy()
+            if output_type == "pil":
+                images = self.numpy_to_pil(images)
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+    def get_timesteps(
+        self, num_inference_steps: Optional[int], device, start_timestep: Optional[int] = None
+    ) -> torch.Tensor:
+        """Sets the scheduler's chain of `num_inference_steps` (`None`: every training timestep) and returns the part
+        to run: all of it, or from the largest timestep not above `start_timestep`. Schedulers that count their steps
+        (`set_begin_index`) are told where the cut chain begins."""
         if num_inference_steps is None:
             num_inference_steps = self.scheduler.config.num_train_timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         self._check_timesteps(num_inference_steps)
+        timesteps = self.scheduler.timesteps
+        if start_timestep is None:
+            return timesteps
+        total = self.scheduler.config.num_train_timesteps
+        if isinstance(start_timestep, bool) or not isinstance(start_timestep, int) or not 0 <= start_timestep < total:
+            raise ValueError(f"`start_timestep` must be an integer in [0, {total - 1}], got {start_timestep!r}.")
+        not_above = (timesteps <= start_timestep).nonzero()
+        begin = int(not_above[0]) if len(not_above) else len(timesteps) - 1
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(begin)
+        return timesteps[begin:]
+
+    def prepare_latents(self, shape, generator, device, dtype, image=None, timestep=None) -> torch.Tensor:
+        """x at the start of the chain: `image` degraded to `timestep` by the scheduler's forward process; else the
+        scheduler's own start (`initial_sample`, for processes that do not start from Gaussian noise, such as cold
+        blur's flat image), else Gaussian noise scaled by `init_noise_sigma`."""
+        if image is not None:
+            noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+            timesteps = torch.full((shape[0],), int(timestep), device=device, dtype=torch.long)
+            return self.scheduler.add_noise(image.to(device, dtype).expand(shape), noise, timesteps)
         if hasattr(self.scheduler, "initial_sample"):
-            # Processes that do not start from Gaussian noise (cold blur: a flat image drawn from a fitted mixture).
-            latents = self.scheduler.initial_sample(shape, generator=generator, device=device, dtype=self.unet.dtype)
-        else:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
-            latents = latents * self.scheduler.init_noise_sigma
+            return self.scheduler.initial_sample(shape, generator=generator, device=device, dtype=dtype)
+        return randn_tensor(shape, generator=generator, device=device, dtype=dtype) * self.scheduler.init_noise_sigma
 
-        # Only entered when asked: `torch.inference_mode(False)` would switch gradient tracking back on.
-        with torch.inference_mode() if self._inference_mode else contextlib.nullcontext():
-            latents = self._denoise(latents, step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs)
-
-        image = (latents / 2 + 0.5).clamp(0, 1)
-        if output_type != "pt":
-            image = image.float().cpu().permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                image = self.numpy_to_pil(image)
-
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (image,)
-        return ImagePipelineOutput(images=image)
+    @staticmethod
+    def _check_image(image, shape) -> torch.Tensor:
+        if not torch.is_tensor(image) or image.ndim != 4 or image.shape[1:] != shape[1:]:
+            got = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
+            raise ValueError(
+                f"`image` must be a tensor shaped (batch_size or 1, {', '.join(map(str, shape[1:]))}) in [-1, 1], the "
+                f"unet's sample shape; got {got}. Make one from a picture with `ddpm_kiit.images.pil_to_tensor`."
+            )
+        if image.shape[0] not in (1, shape[0]):
+            raise ValueError(f"`image` holds {image.shape[0]} images; pass 1 or `batch_size`={shape[0]}.")
+        if not torch.isfinite(image).all() or image.min() < -1 or image.max() > 1:
+            raise ValueError("`image` must hold finite values in [-1, 1] (x / 127.5 - 1 for 8-bit pixels).")
+        return image
 
     def _check_timesteps(self, num_inference_steps: int):
         """Refuses repeated timesteps before any work: schedulers that find their place by looking the timestep up
@@ -333,11 +379,11 @@ class KiitDDPMPipeline(DiffusionPipeline):
             f"{num_inference_steps} (it starts {timesteps[:6].tolist()}) and would step past its end. {fix}"
         )
 
-    def _denoise(self, latents, step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs):
+    def _denoise(self, latents, timesteps, step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs):
         autocast = torch.autocast(
             latents.device.type, dtype=self._autocast_dtype or torch.float32, enabled=self._autocast_dtype is not None
         )
-        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+        for i, t in enumerate(self.progress_bar(timesteps)):
             model_input = self.scheduler.scale_model_input(latents, t)
             with autocast:
                 model_output = self.unet(model_input, t).sample
@@ -362,81 +408,3 @@ class KiitDDPMPipeline(DiffusionPipeline):
                 latents = callback_outputs.pop("latents", latents)
         return latents
 
-
-def _to_pil(tensor: torch.Tensor) -> Image.Image:
-    array = ((tensor.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    if array.shape[-1] == 1:
-        return Image.fromarray(array[..., 0], mode="L").convert("RGB")
-    return Image.fromarray(array)
-
-
-class DenoisingRecorder:
-    """
-    A `callback_on_step_end` that keeps x_t and the predicted x0 at chosen steps, to show the denoising process
-    (the talk's "10 step samples" figure).
-
-    ```py
-    >>> recorder = DenoisingRecorder.evenly(pipe.scheduler.config.num_train_timesteps, count=10)
-    >>> pipe(generator=torch.manual_seed(0), callback_on_step_end=recorder,
-    ...      callback_on_step_end_tensor_inputs=recorder.tensor_inputs)
-    >>> recorder.strip().save("denoising.png")  # top row x_t, bottom row predicted x0
-    ```
-
-    Args:
-        steps (`Sequence[int]`): Step indices (0 is the first denoising step) to record.
-    """
-
-    tensor_inputs = ["latents", "pred_original_sample"]
-
-    def __init__(self, steps: Sequence[int]):
-        steps = sorted(set(int(s) for s in steps))
-        if not steps or steps[0] < 0:
-            raise ValueError(f"`steps` must be a non-empty list of step indices >= 0, got {steps!r}.")
-        self.steps = steps
-        self.timesteps: List[int] = []
-        self.latents: List[torch.Tensor] = []
-        self.pred_original_samples: List[Optional[torch.Tensor]] = []
-
-    @classmethod
-    def evenly(cls, num_inference_steps: int, count: int = 10) -> "DenoisingRecorder":
-        """Records `count` steps spread evenly over a chain of `num_inference_steps`, the last one included."""
-        if count < 1 or num_inference_steps < 1:
-            raise ValueError(
-                f"Need `count` >= 1 and `num_inference_steps` >= 1, got {count} and {num_inference_steps}."
-            )
-        return cls(np.linspace(0, num_inference_steps - 1, min(count, num_inference_steps)).round().astype(int))
-
-    def __call__(self, pipe, step_index: int, timestep, callback_kwargs: Dict) -> Dict:
-        if step_index in self.steps:
-            self.timesteps.append(int(timestep))
-            self.latents.append(callback_kwargs["latents"].detach().cpu())
-            x0 = callback_kwargs.get("pred_original_sample")
-            self.pred_original_samples.append(None if x0 is None else x0.detach().cpu())
-        return {}
-
-    def strip(self, image_index: int = 0) -> Image.Image:
-        """One image: x_t at each recorded step on top, the predicted x0 below (when the scheduler gives it)."""
-        if not self.latents:
-            raise ValueError("Nothing recorded: pass the recorder as `callback_on_step_end` to a pipeline call first.")
-        rows = [[_to_pil(latent[image_index]) for latent in self.latents]]
-        if all(x0 is not None for x0 in self.pred_original_samples):
-            rows.append([_to_pil(x0[image_index]) for x0 in self.pred_original_samples])
-        return make_image_grid([image for row in rows for image in row], rows=len(rows), cols=len(self.latents))
-
-
-@torch.no_grad()
-def forward_process_strip(scheduler, images: torch.Tensor, count: int = 10, seed: int = 0) -> Image.Image:
-    """The forward process of any of our schedulers at `count` evenly spaced t, one row per image in [-1, 1].
-
-    Noise (DDPM) or blur (cold diffusion, blurring diffusion): it calls `scheduler.add_noise` with one fixed noise
-    draw, so the strip shows exactly what the model sees during training.
-    """
-    total = scheduler.config.num_train_timesteps
-    timesteps = np.linspace(0, total - 1, min(count, total)).round().astype(int)
-    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
-    tiles = []
-    for image, image_noise in zip(images, noise):
-        for t in timesteps:
-            noisy = scheduler.add_noise(image[None], image_noise[None], torch.tensor([int(t)]))
-            tiles.append(_to_pil(noisy[0]))
-    return make_image_grid(tiles, rows=len(images), cols=len(timesteps))

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from diffusers.utils import logging, make_image_grid
+from diffusers.utils import logging
 
 from ..data import ImageTransform, dataset_to_tensor, image_channels, load_image_dataset
 from ..devices import configure_cpu_threads, default_mixed_precision  # noqa: F401 (re-exported)
@@ -125,7 +125,7 @@ def sampling_pipeline(unet, ema_model, scheduler, sample_scheduler: Optional[str
 @torch.no_grad()
 def sample_grid(unet, ema_model, scheduler, args, device):
     """A grid of `args.num_sample_images` samples (seeded with `args.seed`) with the EMA weights."""
-    from ..sampling import grid_shape
+    from ..visualize import image_grid
 
     with sampling_pipeline(unet, ema_model, scheduler, args.sample_scheduler) as pipe:
         images = pipe(
@@ -133,8 +133,7 @@ def sample_grid(unet, ema_model, scheduler, args, device):
             generator=torch.Generator(device).manual_seed(args.seed),
             num_inference_steps=args.num_inference_steps,
         ).images
-    rows, cols = grid_shape(len(images))
-    return make_image_grid(images, rows, cols)
+    return image_grid(images)
 
 
 def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str):
