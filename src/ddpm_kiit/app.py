@@ -10,6 +10,7 @@ is also an API endpoint (`/generate`, `/forward`, `/reverse`, `/quiz_new`, `/qui
 
 import atexit
 import functools
+import inspect
 import math
 import os
 import re
@@ -507,6 +508,224 @@ def score_guess(guess: int, t: int, total: int) -> Tuple[int, str]:
 # ------------------------------------------------------------------------------------------------------- the UI
 
 
+class _Handlers:
+    """The functions behind the app's buttons: they call the plain functions above and turn their errors into
+    messages for the page."""
+
+    def __init__(self, cache: PipelineCache, downloads: DownloadFolder, gr):
+        self.cache, self.downloads, self.gr = cache, downloads, gr
+
+    def shown_errors(self, function):
+        """Errors reach the user as a message, never as a traceback."""
+        gr = self.gr
+
+        @functools.wraps(function)  # Gradio reads the signature (the progress argument) through __wrapped__
+        def wrapped(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except ValueError as error:
+                raise gr.Error(str(error), print_exception=False) from error
+            except Exception as error:
+                raise gr.Error(f"Something went wrong ({type(error).__name__}): {error}") from error
+
+        return wrapped
+
+    def _progress(self, progress):
+        return lambda done, total: progress(done / total, desc=f"step {done} of {total}")
+
+    def generate(
+        self,
+        pipeline,
+        scheduler,
+        steps,
+        seed,
+        num_images,
+        variance="default",
+        thresholding=False,
+        threshold=1.5,
+        progress=None,
+    ):
+        result = generate(
+            self.cache,
+            pipeline,
+            scheduler,
+            steps,
+            seed,
+            num_images,
+            on_step=self._progress(progress),
+            variance_type=None if variance == "default" else variance,
+            thresholding=bool(thresholding),
+            sample_max_value=threshold,
+        )
+        path = self.downloads.save(result["grid"], f"samples-seed{int(seed)}")
+        return result["images"], result["strip"], result["info"], str(path)
+
+    def forward(self, pipeline, image, t, seed):
+        result = forward(self.cache, pipeline, image, t, seed)
+        return result["clean"], result["noisy"], result["info"]
+
+    def reverse(self, pipeline, image, t, seed, progress=None):
+        result = reverse(self.cache, pipeline, image, t, seed, on_step=self._progress(progress))
+        return result["strip"], result["result"], result["info"]
+
+    def quiz(self, pipeline, image, seed):
+        quiz = new_quiz(self.cache, pipeline, image, seed)
+        prompt = f"Guess t (0 to {quiz['total'] - 1}): how much noise or blur do you see?"
+        return quiz["image"], {"t": quiz["t"], "total": quiz["total"]}, prompt
+
+    @staticmethod
+    def guess(guess, quiz, score):
+        if not quiz:
+            raise ValueError("Start a round first with 'New image'.")
+        points, message = score_guess(guess, quiz["t"], quiz["total"])
+        score = {"points": score.get("points", 0) + points, "rounds": score.get("rounds", 0) + 1}
+        return f"{message} Total: {score['points']} points in {score['rounds']} round(s).", score
+
+    def pipeline_changed(self, pipeline, steps, level):
+        """Fits the sliders to the chosen pipeline's number of levels (quietly skipped while the box is empty)."""
+        gr, limits = self.gr, self.cache.limits
+        if not (pipeline or "").strip():
+            return gr.skip(), gr.skip()
+        total = self.shown_errors(self.cache.get)(pipeline).scheduler.config.num_train_timesteps
+        most_steps = min(limits.max_steps, total)
+        # Values are sent only when they must shrink: a value in the update would overwrite what the user typed
+        # while the pipeline was loading.
+        return (
+            gr.Slider(maximum=most_steps) if steps <= most_steps else gr.Slider(maximum=most_steps, value=most_steps),
+            gr.Slider(maximum=total - 1) if level <= total - 1 else gr.Slider(maximum=total - 1, value=total - 1),
+        )
+
+    def with_progress(self, method):
+        """`method` as a Gradio handler: its `progress` argument defaults to `gr.Progress()`, which is how Gradio
+        knows to pass the page's progress bar (it reads the handler's signature)."""
+        signature = inspect.signature(method)
+        parameters = [
+            parameter.replace(default=self.gr.Progress()) if parameter.name == "progress" else parameter
+            for parameter in signature.parameters.values()
+        ]
+
+        def handler(*args, **kwargs):
+            return method(*args, **kwargs)
+
+        handler.__signature__ = signature.replace(parameters=parameters)
+        return self.shown_errors(handler)
+
+
+def _generate_tab(gr, limits: AppLimits) -> Dict:
+    with gr.Tab("Generate"):
+        with gr.Row():
+            scheduler = gr.Dropdown(SCHEDULER_CHOICES, value="default", label="Scheduler", elem_id="scheduler")
+            steps = gr.Slider(
+                1, limits.max_steps, value=min(50, limits.max_steps), step=1, label="Steps", elem_id="steps"
+            )
+            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
+            count = gr.Slider(1, limits.max_images, value=4, step=1, label="Images")
+        with gr.Row():
+            variance = gr.Dropdown(
+                ["default", *VARIANCE_TYPES],
+                value="default",
+                label="DDPM variance (learned ones need a model that predicts it)",
+                elem_id="variance",
+            )
+            thresholding = gr.Checkbox(False, label="Dynamic thresholding of x0", elem_id="thresholding")
+            threshold = gr.Number(
+                value=1.5, minimum=0.01, label="Threshold max (sample_max_value; 1 = clipping)", elem_id="threshold"
+            )
+        return {
+            "inputs": [scheduler, steps, seed, count, variance, thresholding, threshold],
+            "steps": steps,
+            "run": gr.Button("Generate", variant="primary", elem_id="generate"),
+            "outputs": [
+                gr.Gallery(label="Samples", columns=4, elem_id="gallery"),
+                gr.Image(format="png", label="Denoising: x_t (top) and predicted x0 (bottom)", elem_id="strip"),
+                gr.Markdown(elem_id="generate-info"),
+                gr.File(label="Download the grid (PNG)"),
+            ],
+        }
+
+
+def _learn_tab(gr) -> Dict:
+    with gr.Tab("Learn"):
+        with gr.Row():
+            upload = gr.Image(type="pil", label="Your image (empty: the model's own sample)", elem_id="upload")
+            clean = gr.Image(format="png", label="x0", elem_id="clean")
+            noisy = gr.Image(format="png", label="x_t", elem_id="noisy")
+        with gr.Row():
+            level = gr.Slider(0, 999, value=0, step=1, label="t", elem_id="level")
+            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+        level_info = gr.Markdown(elem_id="level-info")
+        back = gr.Button("Let the model reverse it", elem_id="reverse")
+        reverse_outputs = [
+            gr.Image(format="png", label="Reverse process", elem_id="reverse-strip"),
+            gr.Image(format="png", label="Result at t = 0"),
+            gr.Markdown(),
+        ]
+    return {
+        "upload": upload,
+        "level": level,
+        "seed": seed,
+        "forward_outputs": [clean, noisy, level_info],
+        "back": back,
+        "reverse_outputs": reverse_outputs,
+    }
+
+
+def _quiz_tab(gr) -> Dict:
+    with gr.Tab("Quiz"):
+        gr.Markdown("How noisy is it? Guess the timestep t of the image; 100 points for an exact guess.")
+        quiz_state, score_state = gr.State({}), gr.State({})
+        image = gr.Image(format="png", label="Which t?", elem_id="quiz-image")
+        prompt = gr.Markdown()
+        with gr.Row():
+            new_round = gr.Button("New image", elem_id="quiz-new")
+            guess = gr.Number(value=0, precision=0, label="Your guess of t")
+            submit = gr.Button("Guess", elem_id="quiz-guess")
+        verdict = gr.Markdown(elem_id="quiz-verdict")
+    return {
+        "new_round": new_round,
+        "new_outputs": [image, quiz_state, prompt],
+        "submit": submit,
+        "guess_inputs": [guess, quiz_state, score_state],
+        "guess_outputs": [verdict, score_state],
+    }
+
+
+def _wire(demo, handlers: _Handlers, pipeline_box, generate_tab: Dict, learn: Dict, quiz: Dict) -> None:
+    """Connects the components to the handlers; each button is also an API endpoint."""
+    shown = handlers.shown_errors
+    for event in (pipeline_box.submit, pipeline_box.blur, demo.load):
+        event(
+            handlers.pipeline_changed,
+            [pipeline_box, generate_tab["steps"], learn["level"]],
+            [generate_tab["steps"], learn["level"]],
+            api_visibility="private",
+        )
+    generate_tab["run"].click(
+        handlers.with_progress(handlers.generate),
+        [pipeline_box, *generate_tab["inputs"]],
+        generate_tab["outputs"],
+        api_name="generate",
+    )
+    learn_inputs = [pipeline_box, learn["upload"], learn["level"], learn["seed"]]
+    learn["level"].change(
+        shown(handlers.forward),
+        learn_inputs,
+        learn["forward_outputs"],
+        api_name="forward",
+        trigger_mode="always_last",  # while the slider is dragged, only the latest position is computed
+    )
+    learn["back"].click(
+        handlers.with_progress(handlers.reverse), learn_inputs, learn["reverse_outputs"], api_name="reverse"
+    )
+    quiz["new_round"].click(
+        shown(handlers.quiz),
+        [pipeline_box, learn["upload"], learn["seed"]],
+        quiz["new_outputs"],
+        api_name="quiz_new",
+    )
+    quiz["submit"].click(shown(handlers.guess), quiz["guess_inputs"], quiz["guess_outputs"], api_name="quiz_guess")
+
+
 def build_app(
     pipeline: Optional[str] = None,
     allowed_dirs: Sequence[os.PathLike] = (".",),
@@ -529,92 +748,7 @@ def build_app(
     pipeline = pipeline or next(iter(shipped.values()), None)
     allowed_dirs = [*allowed_dirs, *(Path(path).parent for path in shipped.values())]
     cache = PipelineCache(allowed_dirs, limits, allow_hub, fast_inference, device, allowed_repos)
-    downloads = DownloadFolder(limits.max_saved_downloads)
-
-    def shown_errors(function):
-        """Errors reach the user as a message, never as a traceback."""
-
-        @functools.wraps(function)  # Gradio reads the signature (the progress argument) through __wrapped__
-        def wrapped(*args, **kwargs):
-            try:
-                return function(*args, **kwargs)
-            except ValueError as error:
-                raise gr.Error(str(error), print_exception=False) from error
-            except Exception as error:
-                raise gr.Error(f"Something went wrong ({type(error).__name__}): {error}") from error
-
-        return wrapped
-
-    @shown_errors
-    def on_generate(
-        pipeline,
-        scheduler,
-        steps,
-        seed,
-        num_images,
-        variance="default",
-        thresholding=False,
-        threshold=1.5,
-        progress=gr.Progress(),  # noqa: B008 (Gradio's idiom)
-    ):
-        result = generate(
-            cache,
-            pipeline,
-            scheduler,
-            steps,
-            seed,
-            num_images,
-            on_step=lambda done, total: progress(done / total, desc=f"step {done} of {total}"),
-            variance_type=None if variance == "default" else variance,
-            thresholding=bool(thresholding),
-            sample_max_value=threshold,
-        )
-        path = downloads.save(result["grid"], f"samples-seed{int(seed)}")
-        return result["images"], result["strip"], result["info"], str(path)
-
-    @shown_errors
-    def on_forward(pipeline, image, t, seed):
-        result = forward(cache, pipeline, image, t, seed)
-        return result["clean"], result["noisy"], result["info"]
-
-    @shown_errors
-    def on_reverse(pipeline, image, t, seed, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)
-        result = reverse(
-            cache,
-            pipeline,
-            image,
-            t,
-            seed,
-            on_step=lambda done, total: progress(done / total, desc=f"step {done} of {total}"),
-        )
-        return result["strip"], result["result"], result["info"]
-
-    @shown_errors
-    def on_quiz(pipeline, image, seed):
-        quiz = new_quiz(cache, pipeline, image, seed)
-        prompt = f"Guess t (0 to {quiz['total'] - 1}): how much noise or blur do you see?"
-        return quiz["image"], {"t": quiz["t"], "total": quiz["total"]}, prompt
-
-    @shown_errors
-    def on_guess(guess, quiz, score):
-        if not quiz:
-            raise ValueError("Start a round first with 'New image'.")
-        points, message = score_guess(guess, quiz["t"], quiz["total"])
-        score = {"points": score.get("points", 0) + points, "rounds": score.get("rounds", 0) + 1}
-        return f"{message} Total: {score['points']} points in {score['rounds']} round(s).", score
-
-    def on_pipeline(pipeline, steps, level):
-        """Fits the sliders to the chosen pipeline's number of levels (quietly skipped while the box is empty)."""
-        if not (pipeline or "").strip():
-            return gr.skip(), gr.skip()
-        total = shown_errors(cache.get)(pipeline).scheduler.config.num_train_timesteps
-        most_steps = min(limits.max_steps, total)
-        # Values are sent only when they must shrink: a value in the update would overwrite what the user typed
-        # while the pipeline was loading.
-        return (
-            gr.Slider(maximum=most_steps) if steps <= most_steps else gr.Slider(maximum=most_steps, value=most_steps),
-            gr.Slider(maximum=total - 1) if level <= total - 1 else gr.Slider(maximum=total - 1, value=total - 1),
-        )
+    handlers = _Handlers(cache, DownloadFolder(limits.max_saved_downloads), gr)
 
     with gr.Blocks(title="ddpm-kiit", delete_cache=(600, 3600)) as demo:
         gr.Markdown(
@@ -631,86 +765,11 @@ def build_app(
                 label="Shipped with ddpm-kiit",
                 example_labels=list(shipped),
             )
-        with gr.Tab("Generate"):
-            with gr.Row():
-                scheduler = gr.Dropdown(SCHEDULER_CHOICES, value="default", label="Scheduler", elem_id="scheduler")
-                steps = gr.Slider(
-                    1, limits.max_steps, value=min(50, limits.max_steps), step=1, label="Steps", elem_id="steps"
-                )
-                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
-                count = gr.Slider(1, limits.max_images, value=4, step=1, label="Images")
-            with gr.Row():
-                variance = gr.Dropdown(
-                    ["default", *VARIANCE_TYPES],
-                    value="default",
-                    label="DDPM variance (learned ones need a model that predicts it)",
-                    elem_id="variance",
-                )
-                thresholding = gr.Checkbox(False, label="Dynamic thresholding of x0", elem_id="thresholding")
-                threshold = gr.Number(
-                    value=1.5,
-                    minimum=0.01,
-                    label="Threshold max (sample_max_value; 1 = clipping)",
-                    elem_id="threshold",
-                )
-            run = gr.Button("Generate", variant="primary", elem_id="generate")
-            gallery = gr.Gallery(label="Samples", columns=4, elem_id="gallery")
-            strip = gr.Image(format="png", label="Denoising: x_t (top) and predicted x0 (bottom)", elem_id="strip")
-            info = gr.Markdown(elem_id="generate-info")
-            download = gr.File(label="Download the grid (PNG)")
-        with gr.Tab("Learn"):
-            with gr.Row():
-                upload = gr.Image(type="pil", label="Your image (empty: the model's own sample)", elem_id="upload")
-                clean = gr.Image(format="png", label="x0", elem_id="clean")
-                noisy = gr.Image(format="png", label="x_t", elem_id="noisy")
-            with gr.Row():
-                level = gr.Slider(0, 999, value=0, step=1, label="t", elem_id="level")
-                learn_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-            level_info = gr.Markdown(elem_id="level-info")
-            back = gr.Button("Let the model reverse it", elem_id="reverse")
-            reverse_strip = gr.Image(format="png", label="Reverse process", elem_id="reverse-strip")
-            reverse_result = gr.Image(format="png", label="Result at t = 0")
-            reverse_info = gr.Markdown()
-        with gr.Tab("Quiz"):
-            gr.Markdown("How noisy is it? Guess the timestep t of the image; 100 points for an exact guess.")
-            quiz_state, score_state = gr.State({}), gr.State({})
-            quiz_image = gr.Image(format="png", label="Which t?", elem_id="quiz-image")
-            quiz_prompt = gr.Markdown()
-            with gr.Row():
-                new_round = gr.Button("New image", elem_id="quiz-new")
-                guess = gr.Number(value=0, precision=0, label="Your guess of t")
-                submit = gr.Button("Guess", elem_id="quiz-guess")
-            verdict = gr.Markdown(elem_id="quiz-verdict")
-
-        for event in (pipeline_box.submit, pipeline_box.blur, demo.load):
-            event(on_pipeline, [pipeline_box, steps, level], [steps, level], api_visibility="private")
-        run.click(
-            on_generate,
-            [pipeline_box, scheduler, steps, seed, count, variance, thresholding, threshold],
-            [gallery, strip, info, download],
-            api_name="generate",
-        )
-        level.change(
-            on_forward,
-            [pipeline_box, upload, level, learn_seed],
-            [clean, noisy, level_info],
-            api_name="forward",
-            trigger_mode="always_last",  # while the slider is dragged, only the latest position is computed
-        )
-        back.click(
-            on_reverse,
-            [pipeline_box, upload, level, learn_seed],
-            [reverse_strip, reverse_result, reverse_info],
-            api_name="reverse",
-        )
-        new_round.click(
-            on_quiz, [pipeline_box, upload, learn_seed], [quiz_image, quiz_state, quiz_prompt], api_name="quiz_new"
-        )
-        submit.click(on_guess, [guess, quiz_state, score_state], [verdict, score_state], api_name="quiz_guess")
+        _wire(demo, handlers, pipeline_box, _generate_tab(gr, limits), _learn_tab(gr), _quiz_tab(gr))
 
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     demo.ddpm_kiit_cache = cache  # for tests and embedding applications
-    demo.ddpm_kiit_downloads = downloads
+    demo.ddpm_kiit_downloads = handlers.downloads
     return demo
 
 

@@ -33,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddpm-kiit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="Train a pipeline (same flags as examples/train.py; see `ddpm-kiit train -h`).")
+    for add_command in (_add_generate, _add_compare, _add_app, _add_evaluate, _add_utilities):
+        add_command(commands)
+    return parser
 
+
+def _add_generate(commands) -> None:
     generate = commands.add_parser("generate", help="Sample images from a saved pipeline into one grid image.")
     generate.add_argument(
         "pipeline",
@@ -56,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         "recent CPU (benchmarks/inference_speed.py); close to, not exactly, the float32 images.",
     )
 
+
+def _add_compare(commands) -> None:
     compare = commands.add_parser("compare-schedulers", help="One pipeline, one seed, several schedulers.")
     compare.add_argument("pipeline", help=f"Pipeline folder, Hub id, or the name of a shipped one ({SHIPPED_NAMES}).")
     compare.add_argument("--schedulers", default="kiit,ddpm,ddim,dpm-solver++,dpm-solver++-sde,euler")
@@ -90,14 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--device", default="auto", help=DEVICE_HELP)
     compare.add_argument("--overwrite", action="store_true")
 
-    convert = commands.add_parser(
-        "convert-seed", help="Convert a model_weights.pth of the talk's notebook into a pipeline folder."
-    )
-    convert.add_argument("checkpoint")
-    convert.add_argument("output_dir")
-    convert.add_argument("--sample-size", type=_positive_int, default=32)
-    convert.add_argument("--num-heads", type=_positive_int, default=1)
-    convert.add_argument("--overwrite", action="store_true")
+
+def _add_app(commands) -> None:
     app = commands.add_parser("app", help="Serve the Gradio app: generate, compare schedulers, learn the processes.")
     app.add_argument(
         "--pipeline",
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Sample with bf16 autocast where the device supports it, channels_last and inference_mode (about 2x).",
     )
 
+
+def _add_evaluate(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="FID/KID/precision/recall/copy check against held-out images.")
     evaluate.add_argument("pipeline", help=f"Pipeline folder, Hub id, or the name of a shipped one ({SHIPPED_NAMES}).")
     evaluate.add_argument("--dataset", default="mnist")
@@ -153,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Sample with the pipeline's fast-inference settings (bf16 autocast where supported, channels_last).",
     )
 
+
+def _add_utilities(commands) -> None:
+    """convert-seed, floor, push and train-classifier."""
+    convert = commands.add_parser(
+        "convert-seed", help="Convert a model_weights.pth of the talk's notebook into a pipeline folder."
+    )
+    convert.add_argument("checkpoint")
+    convert.add_argument("output_dir")
+    convert.add_argument("--sample-size", type=_positive_int, default=32)
+    convert.add_argument("--num-heads", type=_positive_int, default=1)
+    convert.add_argument("--overwrite", action="store_true")
+
     floor = commands.add_parser("floor", help="Real-vs-real scores of a dataset at several n (what perfect scores).")
     floor.add_argument("--dataset", default="mnist")
     floor.add_argument("--num-samples", type=_int_list, default=[500])
@@ -170,7 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--epochs", type=_positive_int, default=20)
     classifier.add_argument("--seed", type=int, default=0)
     classifier.add_argument("--out", default=None, help="Default: the package's weights folder.")
-    return parser
 
 
 def _evaluate(args) -> str:

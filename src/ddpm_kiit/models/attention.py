@@ -110,3 +110,42 @@ class SkipAttentionGate(nn.Module):
         if self.time_proj is not None:
             query = query + self.time_proj(temb)[:, :, None, None]
         return skip * (2 * torch.sigmoid(self.psi(F.relu(query))))
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-norm cross-attention from the pixels of a feature map to a sequence of conditioning vectors (the text
+    encoder's `encoder_hidden_states`), as in Stable Diffusion's transformer blocks (Rombach et al. 2022, eq. 3):
+    tokens = tokens + Attention(Q = W_q LayerNorm(tokens), K = W_k context, V = W_v context).
+
+    The output projection starts at zero, so a block added to a network leaves its output unchanged at
+    initialisation. `attention_mask` (batch, sequence; 1 keeps, 0 drops) hides padding tokens.
+    """
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int = 1):
+        super().__init__()
+        if num_heads < 1 or channels % num_heads:
+            raise ValueError(
+                f"`num_attention_heads`={num_heads} must be >= 1 and divide the {channels} channels it attends over."
+            )
+        self.num_heads = num_heads
+        self.norm = nn.LayerNorm(channels)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_kv = nn.Linear(context_dim, 2 * channels)
+        self.to_out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+
+    def forward(
+        self, hidden_states: torch.Tensor, context: torch.Tensor, attention_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        batch, channels, height, width = hidden_states.shape
+        tokens = hidden_states.flatten(2).transpose(1, 2)  # (batch, height * width, channels)
+        query = self.to_q(self.norm(tokens)).reshape(batch, height * width, self.num_heads, -1).transpose(1, 2)
+        key, value = (
+            x.reshape(batch, context.shape[1], self.num_heads, -1).transpose(1, 2)
+            for x in self.to_kv(context.to(tokens.dtype)).chunk(2, dim=-1)
+        )
+        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        tokens = tokens + self.to_out(attended.transpose(1, 2).reshape(batch, height * width, channels))
+        return tokens.transpose(1, 2).reshape(batch, channels, height, width)

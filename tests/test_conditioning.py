@@ -1,0 +1,187 @@
+"""Class and text conditioning: the unet's embeddings and cross-attention, classifier-free guidance in the pipelines,
+and round trips of conditional pipelines through disk."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import SMALL
+
+from ddpm_kiit import KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
+from ddpm_kiit.pipelines.pipeline_kiit_text2img import KiitTextToImagePipeline
+from ddpm_kiit.text import new_text_encoder, train_caption_tokenizer
+
+CAPTIONS = ["red apple", "green apple", "woman: medium skin tone", "flag: India", "grinning face"]
+TINY = {"block_out_channels": (8, 16, 16), "time_embedding_dim": 8, "norm_type": "group", "norm_num_groups": 4}
+
+
+def _randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    # Zero-initialised output layers make a fresh conditional model ignore its condition; random weights show the
+    # wiring.
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    return module
+
+
+@pytest.fixture
+def class_pipe():
+    unet = _randomise(SimpleUNet2DModel(sample_size=16, in_channels=1, out_channels=1, num_class_embeds=10, **SMALL))
+    pipe = KiitDDPMPipeline(unet=unet.eval(), scheduler=KiitDDPMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def text_pipe():
+    tokenizer = train_caption_tokenizer(CAPTIONS, max_length=8)
+    torch.manual_seed(0)
+    encoder = new_text_encoder(tokenizer, hidden_size=32, num_layers=1, num_heads=2).eval()
+    unet = SimpleUNet2DModel(
+        sample_size=16, in_channels=3, out_channels=3, cross_attention_dim=32, cross_attention_resolutions=(8,), **TINY
+    )
+    pipe = KiitTextToImagePipeline(_randomise(unet).eval(), KiitDDPMScheduler(), encoder, tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _sample(pipe, seed=0, steps=4, **kwargs):
+    return pipe(num_inference_steps=steps, generator=torch.manual_seed(seed), output_type="np", **kwargs).images
+
+
+def test_unconditional_configs_build_no_conditioning_layers():
+    unet = SimpleUNet2DModel(sample_size=16, in_channels=1, out_channels=1, **SMALL)
+    assert not any("class_embedding" in name or "cross_attention" in name for name, _ in unet.named_parameters())
+
+
+def test_class_labels_change_the_prediction_and_none_is_the_null_label(class_pipe):
+    unet, sample = class_pipe.unet, torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        three, seven = (unet(sample, 10, class_labels=torch.tensor([c, c])).sample for c in (3, 7))
+        null, none = unet(sample, 10, class_labels=torch.tensor([10, 10])).sample, unet(sample, 10).sample
+    assert (three - seven).abs().max() > 1e-3
+    torch.testing.assert_close(null, none, rtol=0, atol=0)
+
+
+def test_guidance_scale_one_is_the_conditional_model_alone(class_pipe):
+    calls = []
+    class_pipe.unet.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    guided = _sample(class_pipe, class_labels=7, guidance_scale=1.0, batch_size=2)
+    assert calls == [2] * 4, "scale 1 runs only the conditional half"
+
+    unguided = _sample(class_pipe, class_labels=[7, 7], guidance_scale=1.0, batch_size=2)
+    np.testing.assert_array_equal(guided, unguided)
+
+
+def test_guidance_combines_both_halves_as_in_the_formula(class_pipe):
+    # uncond + w (cond - uncond), from one batched call per step.
+    unet, scheduler = class_pipe.unet, class_pipe.scheduler
+    calls = []
+    unet.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    result = class_pipe(
+        batch_size=2,
+        class_labels=3,
+        guidance_scale=2.5,
+        num_inference_steps=3,
+        generator=torch.manual_seed(0),
+        output_type="pt",
+    ).images
+    assert calls == [4] * 3
+
+    scheduler = KiitDDPMScheduler.from_config(scheduler.config)
+    scheduler.set_timesteps(3)
+    generator = torch.manual_seed(0)
+    sample = torch.randn((2, 1, 16, 16), generator=generator)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            cond = unet(sample, t, class_labels=torch.tensor([3, 3])).sample
+            uncond = unet(sample, t, class_labels=torch.tensor([10, 10])).sample
+            sample = scheduler.step(uncond + 2.5 * (cond - uncond), t, sample, generator=generator).prev_sample
+    torch.testing.assert_close(result, (sample / 2 + 0.5).clamp(0, 1), rtol=0, atol=1e-5)
+
+
+def test_class_pipeline_round_trips_through_disk(tmp_path, class_pipe):
+    from diffusers import DiffusionPipeline
+
+    class_pipe.save_pretrained(tmp_path)
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.unet.config.num_class_embeds == 10
+    np.testing.assert_array_equal(_sample(loaded, class_labels=4), _sample(class_pipe, class_labels=4))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"class_labels": 10}, r"must lie in 0..9 \(this unet's 10 classes\), got \[10\]"),
+        ({"class_labels": -1}, r"must lie in 0..9"),
+        ({"class_labels": [1, 2, 3], "batch_size": 2}, "one integer or one per image"),
+        ({"class_labels": 2.5}, "one integer or one per image"),
+        ({"class_labels": 1, "guidance_scale": -1.0}, "`guidance_scale` must be a finite number >= 0"),
+        ({"class_labels": 1, "guidance_scale": float("nan")}, "`guidance_scale` must be a finite number >= 0"),
+    ],
+)
+def test_bad_class_requests_are_refused(class_pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        class_pipe(num_inference_steps=2, **kwargs)
+
+
+def test_class_labels_on_an_unconditional_pipeline_are_refused(small_pipe):
+    with pytest.raises(ValueError, match="this pipeline's unet is unconditional"):
+        small_pipe(class_labels=3, num_inference_steps=2)
+    with pytest.raises(ValueError, match="this model is unconditional"):
+        small_pipe.unet(torch.zeros(1, 1, 16, 16), 0, class_labels=torch.tensor([3]))
+
+
+def test_prompts_steer_the_text_pipeline_and_scale_one_skips_the_negative_half(text_pipe):
+    apple, flag = _sample(text_pipe, prompt="red apple"), _sample(text_pipe, prompt="flag: India")
+    assert np.abs(apple - flag).max() > 1e-3
+    again = _sample(text_pipe, prompt="red apple")
+    np.testing.assert_array_equal(apple, again)
+    embeds = text_pipe.encode_prompt(["red apple"], "cpu")
+    np.testing.assert_array_equal(_sample(text_pipe, prompt_embeds=embeds), apple)
+    calls = []
+    text_pipe.unet.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    _sample(text_pipe, prompt=["red apple", "grinning face"], num_images_per_prompt=3, guidance_scale=1.0)
+    assert calls == [6] * 4
+
+
+def test_text_pipeline_round_trips_and_its_parts_load_in_transformers_alone(tmp_path, text_pipe):
+    from diffusers import DiffusionPipeline
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    text_pipe.save_pretrained(tmp_path)
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded).__name__ == "KiitTextToImagePipeline"
+    np.testing.assert_array_equal(_sample(loaded, prompt="green apple"), _sample(text_pipe, prompt="green apple"))
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
+    encoder = CLIPTextModel.from_pretrained(tmp_path / "text_encoder")
+    ids = torch.tensor(tokenizer(["green apple"], padding="max_length", max_length=8).input_ids)
+    torch.testing.assert_close(encoder(ids).last_hidden_state, text_pipe.encode_prompt(["green apple"], "cpu"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "Pass exactly one of `prompt` and `prompt_embeds`"),
+        ({"prompt": 3}, "`prompt` must be a string or a non-empty list of strings"),
+        ({"prompt": []}, "`prompt` must be a string or a non-empty list of strings"),
+        ({"prompt": ["a", "b"], "negative_prompt": ["x", "y", "z"]}, "holds 3 prompts for 2 prompts"),
+        ({"prompt": "red apple", "guidance_scale": -2}, "`guidance_scale` must be a finite number >= 0"),
+        ({"prompt": "red apple", "num_images_per_prompt": 0}, "`num_images_per_prompt` must be a positive integer"),
+    ],
+)
+def test_bad_prompts_are_refused(text_pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        text_pipe(num_inference_steps=2, **kwargs)
+
+
+def test_a_prompt_embedding_of_the_wrong_width_names_the_text_encoder(text_pipe):
+    with pytest.raises(ValueError, match="`cross_attention_dim` is 32: use the text encoder it was trained with"):
+        text_pipe(prompt_embeds=torch.zeros(1, 8, 16), num_inference_steps=2)
+
+
+def test_a_text_model_without_encoder_hidden_states_says_what_it_needs(text_pipe):
+    with pytest.raises(ValueError, match="This model is text-conditional: pass `encoder_hidden_states`"):
+        text_pipe.unet(torch.zeros(1, 3, 16, 16), 0)
