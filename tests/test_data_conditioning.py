@@ -1,9 +1,11 @@
-"""Class labels and captions of the built-in sets, for conditional training."""
+"""Class labels and captions for conditional training: the built-in sets, image folders and `datasets` sets."""
 
 import gzip
+import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ddpm_kiit import data
 from ddpm_kiit.data import build_builtin_dataset, load_image_dataset
@@ -175,3 +177,118 @@ def test_missing_emoji_names_say_what_to_install(tmp_path):
     font_file.write_bytes(b"")
     with pytest.raises(ValueError, match="apt-get install unicode-data"):
         data._build_emoji(font_file, names_path=tmp_path / "emoji-test.txt")
+
+
+# ------------------------------------------------------------------------------------- folders and saved sets
+
+
+@pytest.fixture
+def captioned_folder(tmp_path):
+    """Images in one subfolder per kind (so `imagefolder` could infer a label too) and a metadata.jsonl."""
+    folder = tmp_path / "pictures"
+    rows = [("cats/0.png", "a black cat", "cat"), ("dogs/1.png", "a dog in snow", "dog"), ("cats/2.png", "", "cat")]
+    for index, (name, _, _) in enumerate(rows):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (index * 80, 0, 0)).save(folder / name)
+    with open(folder / "metadata.jsonl", "w") as f:
+        for name, text, kind in rows:
+            f.write(json.dumps({"file_name": name, "text": text, "kind": kind, "stars": 3}) + "\n")
+    return folder
+
+
+def test_image_folder_metadata_becomes_caption_and_label(captioned_folder):
+    import datasets
+
+    dataset = load_image_dataset(train_data_dir=captioned_folder, caption_column="text", class_column="kind")
+    assert {"image", "caption", "label"} <= set(dataset.column_names)
+    assert "text" not in dataset.column_names and "kind" not in dataset.column_names
+    assert dataset.features["caption"] == datasets.Value("string")
+    assert dataset.features["label"] == datasets.ClassLabel(names=["cat", "dog"])
+    by_caption = {row["caption"]: row for row in dataset}
+    assert set(by_caption) == {"a black cat", "a dog in snow", ""}
+    assert by_caption["a dog in snow"]["label"] == 1 and by_caption[""]["label"] == 0
+    assert by_caption["a dog in snow"]["image"].getpixel((0, 0)) == (80, 0, 0)
+
+
+def test_image_folder_integer_column_stays_integer(captioned_folder):
+    import datasets
+
+    dataset = load_image_dataset(train_data_dir=captioned_folder, class_column="stars")
+    assert dataset.features["label"] == datasets.Value("int64") and set(dataset["label"]) == {3}
+    assert "caption" not in dataset.column_names and "text" in dataset.column_names
+
+
+def test_saved_dataset_with_other_column_names(tmp_path):
+    import datasets
+
+    rng = np.random.default_rng(0)
+    source = datasets.Dataset.from_dict(
+        {
+            "picture": [Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(4)],
+            "prompt": ["red", "green", "blue", "red"],
+            "category": [2, 0, 1, 2],
+            "caption": ["stale"] * 4,
+            "label": [7] * 4,
+        },
+        features=datasets.Features(
+            {
+                "picture": datasets.Image(),
+                "prompt": datasets.Value("string"),
+                "category": datasets.ClassLabel(names=["bird", "fish", "frog"]),
+                "caption": datasets.Value("string"),
+                "label": datasets.Value("int64"),
+            }
+        ),
+    )
+    datasets.DatasetDict({"train": source, "test": source.select([0])}).save_to_disk(str(tmp_path / "saved"))
+    dataset = load_image_dataset(
+        str(tmp_path / "saved"), image_column="picture", caption_column="prompt", class_column="category"
+    )
+    assert sorted(dataset.column_names) == ["caption", "image", "label"]
+    assert list(dataset["caption"]) == ["red", "green", "blue", "red"]
+    assert dataset.features["label"] == datasets.ClassLabel(names=["bird", "fish", "frog"])
+    assert list(dataset["label"]) == [2, 0, 1, 2]
+    assert dataset[0]["image"].size == (8, 8)
+    # The same through `train_data_dir`, and a source whose columns already have the standard names.
+    again = load_image_dataset(
+        train_data_dir=tmp_path / "saved", image_column="picture", caption_column="caption", class_column="label"
+    )
+    assert list(again["caption"]) == ["stale"] * 4 and again.features["label"] == datasets.Value("int64")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"caption_column": "prompt"}, r"Column 'prompt' is not in the dataset; its columns are \[.*'text'.*\]\. "),
+        ({"caption_column": "prompt"}, r"Pass the right one with `caption_column` \(`--caption_column`"),
+        ({"class_column": "breed"}, r"Column 'breed' is not in the dataset; its columns are \[.*'kind'.*\]\. "),
+        ({"class_column": "breed"}, r"Pass the right one with `class_column` \(`--class_column`"),
+        ({"caption_column": "stars"}, r"caption column 'stars' holds .*int64.*, not text"),
+        ({"caption_column": "text", "class_column": "text"}, "cannot be both the caption and the label column"),
+        ({"class_column": "image"}, "cannot be both the image and the label column"),
+    ],
+)
+def test_bad_caption_and_class_columns(captioned_folder, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        load_image_dataset(train_data_dir=captioned_folder, **kwargs)
+
+
+def test_rows_without_a_caption_or_class_are_refused(tmp_path):
+    import datasets
+
+    source = datasets.Dataset.from_dict(
+        {"image": [Image.new("L", (4, 4))] * 3, "text": ["a", None, "c"], "kind": ["x", "y", None]},
+        features=datasets.Features(
+            {"image": datasets.Image(), "text": datasets.Value("string"), "kind": datasets.Value("string")}
+        ),
+    )
+    source.save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(ValueError, match="1 of 3 rows have no caption in column 'text'"):
+        load_image_dataset(str(tmp_path / "saved"), caption_column="text")
+    with pytest.raises(ValueError, match="1 of 3 rows have no class in column 'kind'"):
+        load_image_dataset(str(tmp_path / "saved"), class_column="kind")
+
+
+def test_builtin_mnist_missing_caption_column_names_its_columns(tmp_path):
+    with pytest.raises(ValueError, match=r"Column 'text' is not in the dataset; its columns are \['image', 'label'\]"):
+        load_image_dataset("mnist", cache_dir=tmp_path, caption_column="text")

@@ -390,6 +390,72 @@ def _is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
+def _missing_column(dataset, column: str, argument: str) -> ValueError:
+    flag = f" (`--{argument}` on the command line)" if argument != "image_column" else ""
+    return ValueError(
+        f"Column {column!r} is not in the dataset; its columns are {dataset.column_names}. "
+        f"Pass the right one with `{argument}`{flag}."
+    )
+
+
+_TEXT_TYPES = ("string", "large_string")
+
+
+def _check_caption_column(dataset, column: str) -> None:
+    import datasets
+
+    if column not in dataset.column_names:
+        raise _missing_column(dataset, column, "caption_column")
+    feature = dataset.features[column]
+    if not (isinstance(feature, datasets.Value) and feature.dtype in _TEXT_TYPES):
+        raise ValueError(
+            f"The caption column {column!r} holds {feature}, not text. Pass a column of strings with "
+            "`caption_column`, or map the dataset to one caption per image first."
+        )
+    missing = sum(caption is None for caption in dataset[column])
+    if missing:
+        raise ValueError(
+            f"{missing} of {len(dataset)} rows have no caption in column {column!r}. Give every image a caption (an "
+            "empty string for none) or filter those rows out."
+        )
+
+
+def _encode_class_column(dataset, column: str):
+    """`dataset` with `column` as classes: a `ClassLabel` kept, strings encoded as one, integers as `int64`."""
+    import datasets
+
+    if column not in dataset.column_names:
+        raise _missing_column(dataset, column, "class_column")
+    feature = dataset.features[column]
+    is_integer = isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint", "bool"))
+    is_text = isinstance(feature, datasets.Value) and feature.dtype in _TEXT_TYPES
+    if not (isinstance(feature, datasets.ClassLabel) or is_integer or is_text):
+        raise ValueError(
+            f"The class column {column!r} holds {feature}; classes must be integers, strings or a `ClassLabel`. "
+            "Pass another column with `class_column`."
+        )
+    missing = sum(label is None for label in dataset[column])
+    if missing:
+        raise ValueError(
+            f"{missing} of {len(dataset)} rows have no class in column {column!r}. Give every image a class or "
+            "filter those rows out."
+        )
+    if is_text:
+        return dataset.class_encode_column(column)  # names sorted, as `imagefolder` sorts its class folders
+    if is_integer and feature.dtype != "int64":
+        return dataset.cast_column(column, datasets.Value("int64"))
+    return dataset
+
+
+def _rename_to_standard(dataset, columns: Dict[str, str]):
+    """`dataset` with each source column renamed to its standard name, replacing other columns of those names."""
+    columns = {source: standard for source, standard in columns.items() if source != standard}
+    replaced = [name for name in columns.values() if name in dataset.column_names and name not in columns]
+    if replaced:
+        dataset = dataset.remove_columns(replaced)
+    return dataset.rename_columns(columns) if columns else dataset
+
+
 def load_image_dataset(
     dataset_name: Optional[str] = None,
     dataset_config_name: Optional[str] = None,
@@ -397,18 +463,29 @@ def load_image_dataset(
     image_column: str = "image",
     split: str = "train",
     cache_dir: Optional[os.PathLike] = None,
+    caption_column: Optional[str] = None,
+    class_column: Optional[str] = None,
 ):
     """
-    One entry point for every image source. Returns a `datasets.Dataset` whose images are in the `image` column.
+    One entry point for every image source. Returns a `datasets.Dataset` whose images are in the `image` column
+    and, for conditional training, whose captions are in `caption` and classes in `label`.
 
     Args:
         dataset_name: A built-in name (`mnist`, `mnist-full`, `fashion-mnist`, `emoji`: offline, no network), a
             folder written by `Dataset.save_to_disk`, or anything `datasets.load_dataset` accepts (e.g. `cifar10`).
         dataset_config_name: The `name` passed to `load_dataset`.
-        train_data_dir: A folder of images (read with the `imagefolder` builder) or a saved dataset.
+        train_data_dir: A folder of images (read with the `imagefolder` builder, which also reads the extra columns
+            of a `metadata.jsonl` beside the images) or a saved dataset.
         image_column: The column holding the images in the source; renamed to `image`.
         split: `train` or `test` (built-in sets hold out a test split that training never sees).
         cache_dir: Where built-in sets are cached (default `default_cache_dir()`).
+        caption_column: The column holding each image's caption (text, e.g. `text` in a `metadata.jsonl`); renamed
+            to `caption`. By default a source's columns are left as they are: the built-in `emoji` has its
+            `caption` already.
+        class_column: The column holding each image's class; renamed to `label`. A `ClassLabel` stays one,
+            strings become a `ClassLabel` whose names are the sorted distinct strings, integers stay integers. By
+            default a source's columns are left as they are: every built-in set has its `label` already (a
+            `ClassLabel`), and so does an image folder with one subfolder per class.
     """
     import datasets
 
@@ -445,14 +522,19 @@ def load_image_dataset(
             raise ValueError(f"The dataset has splits {sorted(dataset)}, not {split!r}.")
         dataset = dataset[split]
     if image_column not in dataset.column_names:
-        raise ValueError(
-            f"Column {image_column!r} is not in the dataset; its columns are {dataset.column_names}. "
-            f"Pass the right one with `image_column`."
-        )
-    if image_column != "image":
-        if "image" in dataset.column_names:
-            dataset = dataset.remove_columns("image")
-        dataset = dataset.rename_column(image_column, "image")
+        raise _missing_column(dataset, image_column, "image_column")
+    columns = {image_column: "image"}
+    for column, standard in ((caption_column, "caption"), (class_column, "label")):
+        if column is None:
+            continue
+        if column in columns:
+            raise ValueError(f"Column {column!r} cannot be both the {columns[column]} and the {standard} column.")
+        columns[column] = standard
+    if caption_column is not None:
+        _check_caption_column(dataset, caption_column)
+    if class_column is not None:
+        dataset = _encode_class_column(dataset, class_column)
+    dataset = _rename_to_standard(dataset, columns)
     if len(dataset) == 0:
         raise ValueError("The dataset is empty.")
     return dataset
