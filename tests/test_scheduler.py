@@ -455,3 +455,49 @@ def test_thresholding_keeps_each_image_in_range_and_rescales_it():
     assert out[0].abs().max() == 1.0  # s clamped to sample_max_value = 2, then divided by it
     torch.testing.assert_close(out[0], x0[0].clamp(-2, 2) / 2)
     torch.testing.assert_close(out[1], x0[1])  # s = max(quantile, 1) = 1: unchanged
+
+
+# The training contract: what the model learns to predict, and the signal-to-noise ratio
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_training_target_is_what_each_prediction_type_predicts(prediction_type):
+    scheduler = KiitDDPMScheduler(prediction_type=prediction_type)
+    x0, noise = torch.randn(3, 1, 4, 4, generator=torch.manual_seed(0)), torch.randn(3, 1, 4, 4)
+    t = torch.tensor([0, 150, 299])
+    target = scheduler.training_target(x0, noise, t)
+    alpha_bar = torch.from_numpy(_formulas(np.linspace(1e-4, 0.02, T))["alphas_cumprod"])[t].reshape(-1, 1, 1, 1)
+    expected = {
+        "epsilon": noise,
+        "sample": x0,
+        "v_prediction": (alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0).float(),  # Salimans & Ho 2022
+    }[prediction_type]
+    torch.testing.assert_close(target, expected, rtol=0, atol=1e-6)
+    # A model that predicts the target exactly recovers x0 from x_t (the step's own reading of the prediction).
+    x_t = scheduler.add_noise(x0, noise, t)
+    for i in range(3):
+        x0_hat = scheduler.step(target[i : i + 1], int(t[i]), x_t[i : i + 1]).pred_original_sample
+        torch.testing.assert_close(x0_hat, x0[i : i + 1].clamp(-1, 1), rtol=0, atol=2e-3)
+
+
+def test_signal_to_noise_ratio_is_alpha_bar_over_one_minus_alpha_bar():
+    scheduler = KiitDDPMScheduler()
+    alpha_bar = _formulas(np.linspace(1e-4, 0.02, T))["alphas_cumprod"]
+    snr = scheduler.signal_to_noise_ratio(torch.arange(T))
+    assert snr.dtype == torch.float32 and snr.shape == (T,)
+    # From the float32 alpha_bar, as training has always computed it: 1 - alpha_bar loses digits near t = 0.
+    np.testing.assert_allclose(snr.numpy(), alpha_bar / (1 - alpha_bar), rtol=2e-4)
+    np.testing.assert_allclose(snr[10:].numpy(), (alpha_bar / (1 - alpha_bar))[10:], rtol=1e-5)
+    assert torch.all(snr[1:] < snr[:-1])
+    assert float(scheduler.signal_to_noise_ratio(299)) == float(snr[-1])
+    # Zero terminal SNR: alpha_bar_T = 0, so SNR_T = 0 (the floor keeps alpha_bar = 1 finite at the other end).
+    assert float(KiitDDPMScheduler(rescale_betas_zero_snr=True).signal_to_noise_ratio(torch.tensor([299]))) == 0.0
+    with pytest.raises(ValueError, match=r"`timesteps` must hold integers in \[0, 299\]"):
+        scheduler.signal_to_noise_ratio(torch.tensor([300]))
+
+
+def test_terminal_alpha_bar_says_how_much_image_x_T_keeps():
+    assert abs(KiitDDPMScheduler().terminal_alpha_bar - 0.048) < 5e-4  # the talk's schedule
+    assert KiitDDPMScheduler(rescale_betas_zero_snr=True).terminal_alpha_bar < 1e-6
+    cosine = KiitDDPMScheduler(beta_schedule="squaredcos_cap_v2")
+    assert cosine.terminal_alpha_bar == float(cosine.alphas_cumprod[-1]) < 1e-3

@@ -10,6 +10,7 @@
 import contextlib
 import inspect
 import math
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -29,6 +30,44 @@ def native_bf16(device_type: str) -> bool:
 
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+DEFAULT_GUIDANCE_SCALE = 3.0
+
+
+@dataclass
+class ClassifierFreeGuidance:
+    """
+    Classifier-free guidance (Ho & Salimans 2022, eq. 6, written as in Diffusers): the prediction is
+    uncond + scale * (cond - uncond), where `conditional` and `unconditional` are the unet's keyword arguments for the
+    asked condition and for "no condition" (the null label, the empty prompt). Scale 1 is the conditional model alone
+    and runs only that half; scale 0 only the unconditional half; any other scale runs both halves as one batch.
+    For a model that also predicts its variance (2C outputs), only the first C channels are guided.
+    """
+
+    conditional: Dict
+    unconditional: Optional[Dict] = None
+    scale: float = 1.0
+
+    def predict(self, unet, sample: torch.Tensor, timestep) -> torch.Tensor:
+        if self.unconditional is None or self.scale == 1:
+            return unet(sample, timestep, **self.conditional).sample
+        if self.scale == 0:
+            return unet(sample, timestep, **self.unconditional).sample
+        both = {key: torch.cat([self.unconditional[key], self.conditional[key]]) for key in self.conditional}
+        unconditional, conditional = unet(torch.cat([sample, sample]), timestep, **both).sample.chunk(2)
+        channels = sample.shape[1]
+        guided = unconditional[:, :channels] + self.scale * (conditional[:, :channels] - unconditional[:, :channels])
+        return torch.cat([guided, conditional[:, channels:]], dim=1)
+
+
+def check_guidance_scale(guidance_scale) -> float:
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+        raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}.")
+    if not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ValueError(
+            f"`guidance_scale` must be a finite number >= 0 (0: unconditional, 1: the conditional model alone, "
+            f"larger: stronger guidance), got {guidance_scale!r}."
+        )
+    return float(guidance_scale)
 
 
 class KiitDDPMPipeline(DiffusionPipeline):
@@ -37,7 +76,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
 
     One pipeline serves every forward process: the loop (scale input, predict, `scheduler.step`) is the same for
     noise and for blur, and the only difference, where sampling starts, belongs to the scheduler. A scheduler that
-    defines `initial_sample` (our `GaussianBlurScheduler`) provides x_T; the others start from Gaussian noise scaled
+    defines `initial_sample` (our blur schedulers) provides x_T; the others start from Gaussian noise scaled
     by `init_noise_sigma`. A second pipeline class would duplicate the loop and force users to pick the class by
     scheduler.
 
@@ -172,6 +211,8 @@ class KiitDDPMPipeline(DiffusionPipeline):
         eta: float = 0.0,
         image: Optional[torch.Tensor] = None,
         start_timestep: Optional[int] = None,
+        class_labels: Optional[Union[int, List[int], torch.Tensor]] = None,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     ) -> Union[ImagePipelineOutput, Tuple]:
         r"""
         Generates images from pure noise, or takes `image` back from level `start_timestep` of the forward process.
@@ -196,11 +237,69 @@ class KiitDDPMPipeline(DiffusionPipeline):
             start_timestep (`int`, *optional*): With `image`: the forward-process level to start from. The chain of
                 `num_inference_steps` is cut to its timesteps not above it (at least its last one); `None` starts at
                 the chain's first timestep.
+            class_labels (`int`, `List[int]` or `torch.Tensor`, *optional*): For a class-conditional unet
+                (`num_class_embeds`): one class for every image or one per image. `None` samples without a class.
+            guidance_scale (`float`, defaults to 3.0): Classifier-free guidance with `class_labels`
+                ([`ClassifierFreeGuidance`]): 1 is the conditional model alone, larger follows the class more closely.
 
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
         """
         self._check_inputs(batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs, eta)
+        guidance = self.prepare_class_guidance(class_labels, guidance_scale, batch_size)
+        return self._generate(
+            batch_size,
+            generator,
+            num_inference_steps,
+            output_type,
+            return_dict,
+            (callback_on_step_end, callback_on_step_end_tensor_inputs),
+            eta,
+            image,
+            start_timestep,
+            guidance,
+        )
+
+    def prepare_class_guidance(self, class_labels, guidance_scale: float, batch_size: int) -> ClassifierFreeGuidance:
+        """The unet's keyword arguments for `class_labels` and the null label, checked against the unet's classes."""
+        guidance_scale = check_guidance_scale(guidance_scale)
+        if class_labels is None:
+            return ClassifierFreeGuidance({})
+        num_classes = getattr(self.unet.config, "num_class_embeds", None)
+        if num_classes is None:
+            raise ValueError(
+                "`class_labels` were given, but this pipeline's unet is unconditional; use a class-conditional "
+                "pipeline (trained with `--conditioning class`)."
+            )
+        labels = torch.as_tensor(class_labels).reshape(-1)
+        if labels.is_floating_point() or len(labels) not in (1, batch_size) or len(labels) == 0:
+            raise ValueError(
+                f"`class_labels` must be one integer or one per image ({batch_size}), got {class_labels!r}."
+            )
+        if ((labels < 0) | (labels >= num_classes)).any():
+            raise ValueError(
+                f"`class_labels` must lie in 0..{num_classes - 1} (this unet's {num_classes} classes), got "
+                f"{labels.tolist()}."
+            )
+        device = self._execution_device
+        labels = labels.to(device).expand(batch_size)
+        null = torch.full_like(labels, num_classes)
+        return ClassifierFreeGuidance({"class_labels": labels}, {"class_labels": null}, guidance_scale)
+
+    def _generate(
+        self,
+        batch_size: int,
+        generator,
+        num_inference_steps: Optional[int],
+        output_type: str,
+        return_dict: bool,
+        callback: Tuple,
+        eta: float,
+        image: Optional[torch.Tensor],
+        start_timestep: Optional[int],
+        guidance: ClassifierFreeGuidance,
+    ):
+        """Sampling proper, for every conditioning: start, denoise, convert."""
         step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         config = self.unet.config
         size = config.sample_size
@@ -218,9 +317,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
         )
         # Only entered when asked: `torch.inference_mode(False)` would switch gradient tracking back on.
         with torch.inference_mode() if self._inference_mode else contextlib.nullcontext():
-            latents = self._denoise(
-                latents, timesteps, step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs
-            )
+            latents = self._denoise(latents, timesteps, step_kwargs, guidance, *callback)
 
         images = (latents / 2 + 0.5).clamp(0, 1)
         if output_type != "pt":
@@ -313,14 +410,16 @@ class KiitDDPMPipeline(DiffusionPipeline):
             f"{num_inference_steps} (it starts {timesteps[:6].tolist()}) and would step past its end. {fix}"
         )
 
-    def _denoise(self, latents, timesteps, step_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs):
+    def _denoise(
+        self, latents, timesteps, step_kwargs, guidance, callback_on_step_end, callback_on_step_end_tensor_inputs
+    ):
         autocast = torch.autocast(
             latents.device.type, dtype=self._autocast_dtype or torch.float32, enabled=self._autocast_dtype is not None
         )
         for i, t in enumerate(self.progress_bar(timesteps)):
             model_input = self.scheduler.scale_model_input(latents, t)
             with autocast:
-                model_output = self.unet(model_input, t).sample
+                model_output = guidance.predict(self.unet, model_input, t)
             model_output = model_output.to(latents.dtype)
             output = self.scheduler.step(model_output, t, latents, **step_kwargs)
             latents = output.prev_sample

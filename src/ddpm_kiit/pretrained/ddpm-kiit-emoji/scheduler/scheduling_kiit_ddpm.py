@@ -615,5 +615,42 @@ class KiitDDPMScheduler(SchedulerMixin, ConfigMixin):
         sqrt_one_minus_alpha_bar = self._gather(self.sqrt_one_minus_alphas_cumprod, timesteps, sample)
         return sqrt_alpha_bar * noise - sqrt_one_minus_alpha_bar * sample
 
+    def training_target(
+        self, sample: torch.Tensor, noise: torch.Tensor, timesteps: Union[int, torch.Tensor]
+    ) -> torch.Tensor:
+        """
+        What the model learns to predict from x_t = `add_noise(sample, noise, timesteps)`, per `prediction_type`:
+        the noise (`"epsilon"`), x0 itself (`"sample"`) or v = sqrt(alpha_bar_t) noise - sqrt(1 - alpha_bar_t) x0
+        (`"v_prediction"`, see `get_velocity`).
+
+        Args:
+            sample (`torch.Tensor`): The clean images x0.
+            noise (`torch.Tensor`): The noise that `add_noise` mixed in.
+            timesteps (`int` or `torch.Tensor`): One timestep for the batch or one per sample.
+        """
+        prediction_type = self.config.prediction_type
+        if prediction_type == "epsilon":
+            return noise
+        if prediction_type == "sample":
+            return sample
+        return self.get_velocity(sample, noise, timesteps)
+
+    def signal_to_noise_ratio(self, timesteps: Union[int, torch.Tensor]) -> torch.Tensor:
+        """The signal-to-noise ratio of x_t per timestep, SNR(t) = alpha_bar_t / (1 - alpha_bar_t) (Kingma et al.
+        2021, eq. 2, for x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise), float32 on `timesteps`' device.
+        Computed from the float32 `alphas_cumprod`, as training's loss weighting always has (near t = 0, where
+        alpha_bar_t is close to 1, that costs up to 2e-4 of relative precision); the denominator is floored at 1e-8."""
+        checked = self._check_timesteps(timesteps, "timesteps")
+        index = torch.as_tensor(checked).long()
+        alpha_bar = self.alphas_cumprod.to(index.device)[index]
+        return alpha_bar / (1 - alpha_bar).clamp(min=1e-8)
+
+    @property
+    def terminal_alpha_bar(self) -> float:
+        """alpha_bar at the last timestep T - 1: the share of the image's power left in x_T, which sampling replaces
+        by pure noise: the larger it is, the further the first step starts from what the model saw in training
+        (Lin et al. 2023, section 3.1). The talk's schedule leaves 0.048; a zero-terminal-SNR schedule leaves 0."""
+        return float(self.alphas_cumprod[-1])
+
     def __len__(self):
         return self.config.num_train_timesteps

@@ -123,6 +123,45 @@ class SkipAttentionGate(nn.Module):
         return skip * (2 * torch.sigmoid(self.psi(F.relu(query))))
 
 
+class CrossAttentionBlock(nn.Module):
+    """Pre-norm cross-attention from the pixels of a feature map to a sequence of conditioning vectors (the text
+    encoder's `encoder_hidden_states`), as in Stable Diffusion's transformer blocks (Rombach et al. 2022, eq. 3):
+    tokens = tokens + Attention(Q = W_q LayerNorm(tokens), K = W_k context, V = W_v context).
+
+    The output projection starts at zero, so a block added to a network leaves its output unchanged at
+    initialisation. `attention_mask` (batch, sequence; 1 keeps, 0 drops) hides padding tokens.
+    """
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int = 1):
+        super().__init__()
+        if num_heads < 1 or channels % num_heads:
+            raise ValueError(
+                f"`num_attention_heads`={num_heads} must be >= 1 and divide the {channels} channels it attends over."
+            )
+        self.num_heads = num_heads
+        self.norm = nn.LayerNorm(channels)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_kv = nn.Linear(context_dim, 2 * channels)
+        self.to_out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+
+    def forward(
+        self, hidden_states: torch.Tensor, context: torch.Tensor, attention_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        batch, channels, height, width = hidden_states.shape
+        tokens = hidden_states.flatten(2).transpose(1, 2)  # (batch, height * width, channels)
+        query = self.to_q(self.norm(tokens)).reshape(batch, height * width, self.num_heads, -1).transpose(1, 2)
+        key, value = (
+            x.reshape(batch, context.shape[1], self.num_heads, -1).transpose(1, 2)
+            for x in self.to_kv(context.to(tokens.dtype)).chunk(2, dim=-1)
+        )
+        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        tokens = tokens + self.to_out(attended.transpose(1, 2).reshape(batch, height * width, channels))
+        return tokens.transpose(1, 2).reshape(batch, channels, height, width)
+
+
 class SinusoidalTimestepEmbedding(nn.Module):
     """Maps integer or fractional timesteps to `dim` features, then through one linear layer.
 
@@ -204,6 +243,8 @@ class SimpleUNetBlock(nn.Module):
         cbam_max_pool: bool = False,
         num_attention_heads: Optional[int] = None,
         resample: bool = True,
+        cross_attention_dim: Optional[int] = None,
+        cross_attention_heads: int = 1,
     ):
         super().__init__()
         self.norm_type = norm_type
@@ -227,6 +268,11 @@ class SimpleUNetBlock(nn.Module):
         self.cbam = CBAM(out_channels, cbam_reduction, max_pool=cbam_max_pool) if use_cbam else None
         self.attention = (
             SelfAttentionBlock(out_channels, num_attention_heads, zero_init=True) if num_attention_heads else None
+        )
+        self.cross_attention = (
+            CrossAttentionBlock(out_channels, cross_attention_dim, cross_attention_heads)
+            if cross_attention_dim
+            else None
         )
         if not resample:
             self.transform = nn.Identity()
@@ -270,13 +316,21 @@ class SimpleUNetBlock(nn.Module):
         output = self.shortcut(hidden_states) + branch
         return self.cbam(output) if self.cbam is not None else output
 
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        encoder_hidden_states: Optional[torch.Tensor] = None,
+        encoder_attention_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         if self.block_type == "residual":
             hidden_states = self._residual(hidden_states, temb)
         else:
             hidden_states = self._simple(hidden_states, temb)
         if self.attention is not None:
             hidden_states = self.attention(hidden_states)
+        if self.cross_attention is not None:
+            hidden_states = self.cross_attention(hidden_states, encoder_hidden_states, encoder_attention_mask)
         return self.transform(hidden_states)
 
 
@@ -327,6 +381,15 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
             features) or `"decoder_time"` (gated by the decoder's features and the time embedding).
         skip_conv_in (`bool`, *optional*, defaults to `False`):
             Skip the full-resolution features of `conv_in` into one more block before `conv_out` (the talk drops them).
+        num_class_embeds (`int`, *optional*):
+            Class conditioning, as in [`~diffusers.UNet2DModel`]: a learned embedding of the class label is added to
+            the time embedding. Labels are `0 .. num_class_embeds - 1`; `num_class_embeds` itself is the null label
+            ("no class"), which classifier-free guidance uses for its unconditional half.
+        cross_attention_dim (`int`, *optional*):
+            Text conditioning: the width of the text encoder's `encoder_hidden_states`, which the bottleneck and the
+            blocks at `cross_attention_resolutions` attend to (as in [`~diffusers.UNet2DConditionModel`]).
+        cross_attention_resolutions (`Tuple[int]`, *optional*, defaults to `()`):
+            Feature-map sizes whose down and up blocks end with cross-attention, beside the bottleneck's.
     """
 
     _supports_gradient_checkpointing = False
@@ -353,6 +416,9 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
         cbam_resolutions: Optional[Tuple[int, ...]] = None,
         skip_attention_gates: Optional[str] = None,
         skip_conv_in: bool = False,
+        num_class_embeds: Optional[int] = None,
+        cross_attention_dim: Optional[int] = None,
+        cross_attention_resolutions: Tuple[int, ...] = (),
     ):
         super().__init__()
         self._check_config()
@@ -365,6 +431,11 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
         else:
             cbam_max_pool = cbam_placement == "residual_branch"  # Woo et al.'s CBAM, with the max-pooled branch
         attention_resolutions = set(attention_resolutions or ())
+        cross_attention_resolutions = set(cross_attention_resolutions or ())
+        # One more row than there are classes: the null label of classifier-free guidance.
+        self.class_embedding = (
+            nn.Embedding(num_class_embeds + 1, time_embedding_dim) if num_class_embeds is not None else None
+        )
 
         def block(in_ch: int, out_ch: int, up: bool, resolution: int, resample: bool = True) -> SimpleUNetBlock:
             use_cbam = cbam_placement is not None and (cbam_resolutions is None or resolution in cbam_resolutions)
@@ -384,6 +455,8 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
                 cbam_max_pool=cbam_max_pool,
                 num_attention_heads=num_attention_heads if resolution in attention_resolutions else None,
                 resample=resample,
+                cross_attention_dim=cross_attention_dim if resolution in cross_attention_resolutions else None,
+                cross_attention_heads=num_attention_heads,
             )
 
         # Block i of the down path convolves at sample_size / 2**i; up block i at the bottleneck size * 2**i.
@@ -395,6 +468,11 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
         )
         self.mid_attention = (
             SelfAttentionBlock(block_out_channels[-1], num_attention_heads) if attention_type is not None else None
+        )
+        self.mid_cross_attention = (
+            CrossAttentionBlock(block_out_channels[-1], cross_attention_dim, num_attention_heads)
+            if cross_attention_dim
+            else None
         )
         self.up_blocks = nn.ModuleList(
             [block(up[i], up[i + 1], True, sample_size // 2 ** (num_stages - i)) for i in range(num_stages)]
@@ -456,7 +534,7 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
         if config.sample_size % down_factor:
             raise ValueError(self._size_message("`sample_size`", config.sample_size, down_factor))
         resolutions = [config.sample_size // 2**i for i in range(len(channels) - 1)]
-        for name in ("attention_resolutions", "cbam_resolutions"):
+        for name in ("attention_resolutions", "cbam_resolutions", "cross_attention_resolutions"):
             values = getattr(config, name)
             if values is None:
                 continue
@@ -465,6 +543,22 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
                     f"`{name}` must list feature-map sizes the blocks of this model run at, {resolutions} for "
                     f"`sample_size`={config.sample_size} and {len(channels) - 1} down blocks; got {values!r}."
                 )
+
+        if config.num_class_embeds is not None and (
+            not isinstance(config.num_class_embeds, int) or config.num_class_embeds < 1
+        ):
+            raise ValueError(f"`num_class_embeds` must be a positive integer, got {config.num_class_embeds!r}.")
+        if config.cross_attention_dim is not None and (
+            not isinstance(config.cross_attention_dim, int) or config.cross_attention_dim < 1
+        ):
+            raise ValueError(f"`cross_attention_dim` must be a positive integer, got {config.cross_attention_dim!r}.")
+        if config.cross_attention_resolutions and config.cross_attention_dim is None:
+            raise ValueError("`cross_attention_resolutions` needs `cross_attention_dim` (the text encoder's width).")
+
+    @property
+    def null_class_label(self) -> Optional[int]:
+        """The label that means "no class" (classifier-free guidance's unconditional half), or `None`."""
+        return self.config.num_class_embeds
 
     @property
     def downsample_factor(self) -> int:
@@ -505,17 +599,74 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
             if size % factor:
                 raise ValueError(self._size_message(f"`sample` {what}", size, factor))
 
+    def _class_embedding(self, class_labels: Optional[torch.Tensor], batch: int, device) -> Optional[torch.Tensor]:
+        if self.class_embedding is None:
+            if class_labels is not None:
+                raise ValueError(
+                    "`class_labels` were given, but this model is unconditional (`num_class_embeds` is None); train a "
+                    "class-conditional model (`--conditioning class`) to ask for a class."
+                )
+            return None
+        null = self.null_class_label
+        if class_labels is None:
+            class_labels = torch.full((batch,), null, device=device, dtype=torch.long)
+        class_labels = torch.as_tensor(class_labels, device=device).reshape(-1)
+        if class_labels.is_floating_point() or class_labels.shape[0] not in (1, batch):
+            raise ValueError(
+                f"`class_labels` must hold integers, one for the batch or one per sample ({batch}), got "
+                f"{class_labels.tolist()!r}."
+            )
+        if ((class_labels < 0) | (class_labels > null)).any():
+            raise ValueError(
+                f"`class_labels` must lie in 0..{null - 1} (or {null}, no class), got {class_labels.tolist()!r}."
+            )
+        return self.class_embedding(class_labels.long().expand(batch))
+
+    def _check_context(self, encoder_hidden_states: Optional[torch.Tensor], batch: int) -> None:
+        width = self.config.cross_attention_dim
+        if width is None:
+            if encoder_hidden_states is not None:
+                raise ValueError(
+                    "`encoder_hidden_states` were given, but this model has no cross-attention "
+                    "(`cross_attention_dim` is None); train a text-conditional model to use prompts."
+                )
+            return
+        if encoder_hidden_states is None:
+            raise ValueError(
+                "This model is text-conditional: pass `encoder_hidden_states` (batch, tokens, "
+                f"{width}); for no prompt, the text encoder's embedding of the empty prompt."
+            )
+        if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != batch:
+            raise ValueError(
+                f"`encoder_hidden_states` must be shaped ({batch}, tokens, {width}), got "
+                f"{tuple(encoder_hidden_states.shape)}."
+            )
+        if encoder_hidden_states.shape[2] != width:
+            raise ValueError(
+                f"`encoder_hidden_states` are {encoder_hidden_states.shape[2]} wide; this model's "
+                f"`cross_attention_dim` is {width}: use the text encoder it was trained with."
+            )
+
     def forward(
         self,
         sample: torch.Tensor,
         timestep: Union[torch.Tensor, float, int],
         return_dict: bool = True,
+        *,
+        class_labels: Optional[torch.Tensor] = None,
+        encoder_hidden_states: Optional[torch.Tensor] = None,
+        encoder_attention_mask: Optional[torch.Tensor] = None,
     ) -> Union[UNet2DOutput, Tuple[torch.Tensor]]:
         r"""
         Args:
             sample (`torch.Tensor`): Noisy input of shape `(batch, channels, height, width)`.
             timestep (`torch.Tensor` or `float` or `int`): The timestep, one for the batch or one per sample.
             return_dict (`bool`, *optional*, defaults to `True`): Return a [`UNet2DOutput`] instead of a tuple.
+            class_labels (`torch.Tensor`, *optional*): With `num_class_embeds`: one label for the batch or one per
+                sample; `None` (or the null label `num_class_embeds`) samples without a class.
+            encoder_hidden_states (`torch.Tensor`, *optional*): With `cross_attention_dim`: the text encoder's output,
+                `(batch, tokens, cross_attention_dim)`.
+            encoder_attention_mask (`torch.Tensor`, *optional*): `(batch, tokens)`, 1 for tokens to attend to.
 
         Returns:
             [`~models.unets.unet_2d.UNet2DOutput`] or `tuple` whose first element is the predicted tensor.
@@ -532,24 +683,31 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
                 f"`timestep` must be a scalar or hold one value per sample ({batch}), got {tuple(timesteps.shape)}."
             )
         temb = self.time_embedding(timesteps.expand(batch))
+        class_embedding = self._class_embedding(class_labels, batch, sample.device)
+        if class_embedding is not None:
+            temb = temb + class_embedding.to(temb.dtype)
+        self._check_context(encoder_hidden_states, batch)
+        context = (encoder_hidden_states, encoder_attention_mask)
 
         hidden_states = self.conv_in(sample)
         full_resolution = hidden_states
         skips = []
         for block in self.down_blocks:
-            hidden_states = block(hidden_states, temb)
+            hidden_states = block(hidden_states, temb, *context)
             skips.append(hidden_states)
         if self.mid_attention is not None:
             hidden_states = self.mid_attention(hidden_states)
+        if self.mid_cross_attention is not None:
+            hidden_states = self.mid_cross_attention(hidden_states, *context)
         # As in the talk, the first up block receives the bottleneck twice (its own output is the last skip), and
         # unless `skip_conv_in` is set, the full-resolution features of `conv_in` are never skipped.
         for index, block in enumerate(self.up_blocks):
             skip = skips.pop()
             if self.skip_gates is not None:
                 skip = self.skip_gates[index](skip, hidden_states, temb)
-            hidden_states = block(torch.cat([hidden_states, skip], dim=1), temb)
+            hidden_states = block(torch.cat([hidden_states, skip], dim=1), temb, *context)
         if self.out_block is not None:
-            hidden_states = self.out_block(torch.cat([hidden_states, full_resolution], dim=1), temb)
+            hidden_states = self.out_block(torch.cat([hidden_states, full_resolution], dim=1), temb, *context)
         output = self.conv_out(hidden_states)
 
         if not return_dict:
