@@ -2,9 +2,9 @@
 
     python benchmarks/blur_speed.py [--batch 64] [--channels 3] [--size 32] [--repeats 50]
 
-Times `GaussianBlurScheduler.add_noise` (per-sample t) with the DCT (reflect) and DFT (circular) implementations,
-a separable spatial convolution with per-sample kernels (the alternative the scheduler's docstring argues against),
-and `KiitDDPMScheduler.add_noise`, then prints each as a ratio to the DDPM one and writes them to
+Times `ColdDiffusionScheduler.add_noise` (per-sample t) with the DCT (reflect) and DFT (circular) implementations,
+a separable spatial convolution with per-sample kernels (the alternative that `schedulers/blur_operator.py` argues
+against), and `KiitDDPMScheduler.add_noise`, then prints each as a ratio to the DDPM one and writes them to
 `results/blur_speed.json`.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddpm_kiit import GaussianBlurScheduler, KiitDDPMScheduler
+from ddpm_kiit import ColdDiffusionScheduler, KiitDDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import call_seconds, machine  # noqa: E402
@@ -57,7 +57,7 @@ def main(argv=None):
     images = torch.rand(args.batch, args.channels, args.size, args.size) * 2 - 1
     noise = torch.randn_like(images)
     ddpm = KiitDDPMScheduler()
-    reflect, circular = GaussianBlurScheduler(), GaussianBlurScheduler(boundary="circular")
+    reflect, circular = ColdDiffusionScheduler(), ColdDiffusionScheduler(boundary="circular")
     t_ddpm = torch.randint(0, 300, (args.batch,))
     t_blur = torch.randint(0, 50, (args.batch,))
     sigmas = reflect.sigmas[t_blur].float()

@@ -114,3 +114,29 @@ def test_updating_the_usage_section_keeps_the_rest_of_the_card(tmp_path):
     assert 'from_pretrained("me/old", trust_remote_code=True)' in text  # the card's own repo id is kept
     assert "`python train.py --steps 3`" in text and "## Limitations" in text
     assert ModelCard.load(path).data.to_dict()["library_name"] == "diffusers"
+
+
+def test_card_states_the_flaw_for_a_stock_scheduler_on_the_talks_schedule():
+    from diffusers import DDIMScheduler
+
+    pipe = _pipe()
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    assert "alpha_bar_T = 0.048" in render_model_card(pipe).text
+
+
+def test_card_describes_each_blur_process_and_an_old_blur_config():
+    from diffusers.configuration_utils import FrozenDict
+
+    from ddpm_kiit import BlurringDiffusionScheduler, ColdDiffusionScheduler
+    from ddpm_kiit.hub import _describe_scheduler
+
+    unet = SimpleUNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16)).eval()
+    cold = render_model_card(KiitDDPMPipeline(unet=unet, scheduler=ColdDiffusionScheduler(sampler="naive"))).text
+    assert "T = 50, Gaussian blur from 0 to 32 px (linear), cold diffusion (Bansal et al. 2022), naive sampler" in cold
+    assert "predicting sample" in cold and "alpha_bar_T" not in cold
+    blurring = render_model_card(KiitDDPMPipeline(unet=unet, scheduler=BlurringDiffusionScheduler())).text
+    assert "Gaussian blur from 0 to 8 px (linear), blurring diffusion (Hoogeboom & Salimans 2022)" in blurring
+    assert "predicting epsilon" in blurring and "alpha_bar_T" not in blurring
+    # A config as the old GaussianBlurScheduler wrote it names the process.
+    old = FrozenDict(dict(BlurringDiffusionScheduler().config, process="blurring_diffusion", sampler="improved"))
+    assert "blurring diffusion (Hoogeboom" in _describe_scheduler(old)

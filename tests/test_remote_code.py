@@ -17,7 +17,15 @@ from fake_hub import fake_hub_fixture  # noqa: F401
 from no_package import check, run_without_package, sample
 
 import ddpm_kiit
-from ddpm_kiit import GaussianBlurScheduler, KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel, remote_code
+from ddpm_kiit import (
+    BlurringDiffusionScheduler,
+    ColdDiffusionScheduler,
+    GaussianBlurScheduler,
+    KiitDDPMPipeline,
+    KiitDDPMScheduler,
+    SimpleUNet2DModel,
+    remote_code,
+)
 from ddpm_kiit.cli import main as cli
 from ddpm_kiit.remote_code import ALLOWED_IMPORTS, REMOTE_MODULES, generate_module
 
@@ -26,8 +34,10 @@ GENERATED = [
     ("pipeline_kiit_ddpm.py", KiitDDPMPipeline),
     ("unet/unet_kiit_simple.py", SimpleUNet2DModel),
     ("scheduler/scheduling_kiit_ddpm.py", KiitDDPMScheduler),
-    ("scheduler/scheduling_gaussian_blur.py", GaussianBlurScheduler),
+    ("scheduler/scheduling_cold_diffusion.py", ColdDiffusionScheduler),
+    ("scheduler/scheduling_blurring_diffusion.py", BlurringDiffusionScheduler),
 ]
+BLUR_SCHEDULERS = {"cold": ColdDiffusionScheduler, "blurring_diffusion": BlurringDiffusionScheduler}
 
 
 def _pipe(scheduler=None) -> KiitDDPMPipeline:
@@ -36,8 +46,8 @@ def _pipe(scheduler=None) -> KiitDDPMPipeline:
     return KiitDDPMPipeline(unet=unet, scheduler=scheduler or KiitDDPMScheduler(num_train_timesteps=20))
 
 
-def _blur(process: str) -> GaussianBlurScheduler:
-    scheduler = GaussianBlurScheduler(num_train_timesteps=10, process=process)
+def _blur(process: str):
+    scheduler = BLUR_SCHEDULERS[process](num_train_timesteps=10)
     if process == "cold":
         scheduler.fit_initial_distribution(torch.rand(32, 1, 16, 16, generator=torch.manual_seed(1)) * 2 - 1)
     return scheduler
@@ -177,6 +187,9 @@ def test_registering_twice_wraps_diffusers_once():
     assert not hasattr(wrapped._ddpm_kiit_original, "_ddpm_kiit_original")
     assert wrapped("anywhere", module_file="unet_kiit_simple.py", class_name="SimpleUNet2DModel") is SimpleUNet2DModel
     assert set(REMOTE_MODULES) == {cls.__name__ for _, cls in GENERATED}
+    # what older versions wrote for both blur processes: the class that builds the new ones
+    legacy = wrapped("anywhere", module_file="scheduling_gaussian_blur.py", class_name="GaussianBlurScheduler")
+    assert legacy is GaussianBlurScheduler
 
 
 def test_folders_saved_before_issue_23_load_exactly_as_before(saved, tmp_path):
@@ -240,13 +253,15 @@ def test_without_the_package_or_trust_remote_code_diffusers_says_to_pass_it(save
 
 @pytest.mark.parametrize("process_name", ["cold", "blurring_diffusion"])
 def test_blur_pipelines_load_both_ways(tmp_path, process_name):
+    cls = BLUR_SCHEDULERS[process_name]
     folder = tmp_path / process_name
     _pipe(_blur(process_name)).save_pretrained(folder)
     index = json.loads((folder / "model_index.json").read_text())
-    assert index["scheduler"] == ["scheduling_gaussian_blur", "GaussianBlurScheduler"]
+    assert index["scheduler"] == [REMOTE_MODULES[cls.__name__], cls.__name__]
+    assert not (folder / "scheduler" / "scheduling_gaussian_blur.py").exists()
     expected = sample(_pipe(_blur(process_name)))
     package = DiffusionPipeline.from_pretrained(folder)
-    assert type(package.scheduler) is GaussianBlurScheduler
+    assert type(package.scheduler) is cls
     np.testing.assert_array_equal(sample(package), expected)
     check(
         run_without_package(
@@ -254,14 +269,23 @@ def test_blur_pipelines_load_both_ways(tmp_path, process_name):
             from diffusers import DiffusionPipeline
 
             pipe = DiffusionPipeline.from_pretrained({str(folder)!r}, trust_remote_code=True)
-            assert type(pipe.scheduler).__name__ == "GaussianBlurScheduler"
-            assert pipe.scheduler.config.process == {process_name!r}
+            assert type(pipe.scheduler).__name__ == {cls.__name__!r}
+            assert type(pipe.scheduler).__module__.startswith("diffusers_modules")
+            assert pipe.scheduler.config == {dict(package.scheduler.config)!r}
             np.save("images.npy", sample(pipe))
             """,
             tmp_path,
         )
     )
     np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), expected)
+
+
+def test_the_blur_schedulers_share_their_operator_in_the_generated_modules():
+    for cls in BLUR_SCHEDULERS.values():
+        source = generate_module(cls.__module__, cls.__name__)
+        assert "class GaussianBlur:" in source and "class BlurSchedulerMixin(SchedulerMixin, ConfigMixin):" in source
+        assert "ddpm_kiit/schedulers/blur_operator.py" in source.split('"""')[0].replace("\n# ", " ")
+        assert "GaussianBlurScheduler" not in source
 
 
 # A repo pushed with `ddpm-kiit push`
@@ -300,6 +324,9 @@ def test_index_helpers_read_both_layouts(saved):
     old = {"_class_name": "KiitDDPMPipeline", "unet": ["ddpm_kiit", "SimpleUNet2DModel"]}
     assert pipeline_class_name(old) == "KiitDDPMPipeline" and remote_code_paths(old) == []
     assert remote_code_paths({"_class_name": ["evil", "KiitDDPMPipeline"], "unet": ["evil", "Payload"]}) == []
+    # the module that older versions wrote for both blur processes
+    legacy = {"scheduler": ["scheduling_gaussian_blur", "GaussianBlurScheduler"]}
+    assert remote_code_paths(legacy) == ["scheduler/scheduling_gaussian_blur.py"]
 
 
 # The generator's rules, on a package of its own

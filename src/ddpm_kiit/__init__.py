@@ -11,12 +11,25 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .models import SimpleUNet2DModel
 from .pipelines import DenoisingRecorder, KiitDDPMPipeline
+from .remote_code import LEGACY_REMOTE_MODULES as _LEGACY_REMOTE_MODULES
 from .remote_code import REMOTE_MODULES as _REMOTE_MODULES
-from .schedulers import GaussianBlurScheduler, KiitDDPMScheduler, KiitDDPMSchedulerOutput
+from .schedulers import (
+    BlurringDiffusionScheduler,
+    BlurringDiffusionSchedulerOutput,
+    ColdDiffusionScheduler,
+    ColdDiffusionSchedulerOutput,
+    GaussianBlurScheduler,
+    KiitDDPMScheduler,
+    KiitDDPMSchedulerOutput,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlurringDiffusionScheduler",
+    "BlurringDiffusionSchedulerOutput",
+    "ColdDiffusionScheduler",
+    "ColdDiffusionSchedulerOutput",
     "DenoisingRecorder",
     "GaussianBlurScheduler",
     "ModelMixin",
@@ -42,7 +55,14 @@ def _register_with_diffusers():
     - makes Diffusers use our classes for the modules that `save_pretrained` now writes beside the weights (see
       `_use_installed_classes_for_generated_modules`), so those folders load with no `trust_remote_code`.
     """
-    for name in ("KiitDDPMPipeline", "KiitDDPMScheduler", "GaussianBlurScheduler", "SimpleUNet2DModel"):
+    for name in (
+        "KiitDDPMPipeline",
+        "KiitDDPMScheduler",
+        "ColdDiffusionScheduler",
+        "BlurringDiffusionScheduler",
+        "GaussianBlurScheduler",
+        "SimpleUNet2DModel",
+    ):
         if name not in vars(_diffusers):
             setattr(_diffusers, name, globals()[name])
     _loading.LOADABLE_CLASSES.setdefault(
@@ -64,14 +84,15 @@ def _use_installed_classes_for_generated_modules():
     `diffusers.pipelines.pipeline_loading_utils.get_class_from_dynamic_module` (a module global, looked up at each
     call by `_get_custom_pipeline_class` and `get_class_obj_and_candidates`), which refuses without
     `trust_remote_code=True`. Diffusers 0.42 has no public hook for this, so that global is wrapped: a (file name,
-    class name) pair from `REMOTE_MODULES` returns our class, and nothing from the folder or repository runs; every
-    other call goes to Diffusers' function unchanged. Wrapping twice is a no-op.
+    class name) pair from `REMOTE_MODULES` (or from `LEGACY_REMOTE_MODULES`, which older versions wrote) returns our
+    class, and nothing from the folder or repository runs; every other call goes to Diffusers' function unchanged.
+    Wrapping twice is a no-op.
     """
     original = _loading.get_class_from_dynamic_module
     if getattr(original, "_ddpm_kiit_original", None) is not None:
         return
     ours = {}
-    for class_name, module in _REMOTE_MODULES.items():
+    for class_name, module in {**_REMOTE_MODULES, **_LEGACY_REMOTE_MODULES}.items():
         ours[(f"{module}.py", class_name)] = globals()[class_name]
     ours[(f"{_REMOTE_MODULES['KiitDDPMPipeline']}.py", None)] = KiitDDPMPipeline  # `custom_pipeline=` finds it
 

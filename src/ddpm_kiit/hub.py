@@ -15,6 +15,25 @@ SCHEDULE_FLAW = (
     "`rescale_betas_zero_snr=True` or `beta_schedule='squaredcos_cap_v2'` to remove the mismatch."
 )
 
+# Above this alpha_bar at T - 1, x_T is not pure noise: the card states SCHEDULE_FLAW.
+NOT_PURE_NOISE_ALPHA_BAR = 0.01
+
+
+def _terminal_alpha_bar(scheduler) -> Optional[float]:
+    """alpha_bar at the last timestep, as the noise scheduler answers it (`terminal_alpha_bar`). A stock Diffusers
+    scheduler swapped in (DDIM and the like) has DDPM's config keys, so ours answers for the same schedule; a blur
+    scheduler has no alpha_bar (None)."""
+    if hasattr(scheduler, "terminal_alpha_bar"):
+        return scheduler.terminal_alpha_bar
+    if "beta_start" not in scheduler.config:
+        return None
+    from .schedulers import KiitDDPMScheduler
+
+    try:
+        return KiitDDPMScheduler.from_config(scheduler.config).terminal_alpha_bar
+    except ValueError:  # a schedule ours does not build
+        return None
+
 
 def _describe_unet(unet) -> str:
     config = unet.config
@@ -55,11 +74,14 @@ NOT_RECORDED = (
 
 
 def _describe_scheduler(config) -> str:
-    if "sigma_max" in config:  # GaussianBlurScheduler
-        process = {
-            "cold": f"cold diffusion (Bansal et al. 2022), {config.sampler} sampler",
-            "blurring_diffusion": "blurring diffusion (Hoogeboom & Salimans 2022)",
-        }[config.process]
+    if "sigma_max" in config:  # ColdDiffusionScheduler, BlurringDiffusionScheduler, or an old GaussianBlurScheduler
+        # An old config names its `process`; each new class has its own prediction type.
+        cold = config.process == "cold" if "process" in config else config.prediction_type == "sample"
+        process = (
+            f"cold diffusion (Bansal et al. 2022), {config.sampler} sampler"
+            if cold
+            else "blurring diffusion (Hoogeboom & Salimans 2022)"
+        )
         return (
             f"T = {config.num_train_timesteps}, Gaussian blur from {config.sigma_min:g} to {config.sigma_max:g} px "
             f"({config.blur_schedule}), {process}, predicting {config.prediction_type}"
@@ -93,14 +115,11 @@ def render_model_card(
     )
     limitations = ["Unconditional: there is no way to ask for a given class or prompt."]
     sconfig = scheduler.config
-    alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
-    if alphas_cumprod is not None and "beta_start" in sconfig and float(alphas_cumprod[-1]) > 0.01:
+    alpha_bar_T = _terminal_alpha_bar(scheduler)
+    if alpha_bar_T is not None and alpha_bar_T > NOT_PURE_NOISE_ALPHA_BAR:
         limitations.append(
             SCHEDULE_FLAW.format(
-                T=sconfig.num_train_timesteps,
-                start=sconfig.beta_start,
-                end=sconfig.beta_end,
-                alpha_bar_T=float(alphas_cumprod[-1]),
+                T=sconfig.num_train_timesteps, start=sconfig.beta_start, end=sconfig.beta_end, alpha_bar_T=alpha_bar_T
             )
         )
     if unet.config.norm_type == "batch":

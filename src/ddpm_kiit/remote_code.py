@@ -39,6 +39,12 @@ REMOTE_MODULES = {
     "KiitDDPMPipeline": "pipeline_kiit_ddpm",
     "SimpleUNet2DModel": "unet_kiit_simple",
     "KiitDDPMScheduler": "scheduling_kiit_ddpm",
+    "ColdDiffusionScheduler": "scheduling_cold_diffusion",
+    "BlurringDiffusionScheduler": "scheduling_blurring_diffusion",
+}
+# Module files that older versions wrote and that no longer are: a folder naming one loads with the package installed
+# (`GaussianBlurScheduler` builds the class that replaced it) and, as before, through the file itself without it.
+LEGACY_REMOTE_MODULES = {
     "GaussianBlurScheduler": "scheduling_gaussian_blur",
 }
 
@@ -369,8 +375,11 @@ def write_remote_code(pipe, save_directory: os.PathLike) -> List[Path]:
 
 
 def is_generated_entry(entry) -> bool:
-    """Whether a `model_index.json` entry (`_class_name` or a component) names a module that ddpm-kiit generates."""
-    return isinstance(entry, (list, tuple)) and len(entry) == 2 and REMOTE_MODULES.get(entry[1]) == entry[0]
+    """Whether a `model_index.json` entry (`_class_name` or a component) names a module that ddpm-kiit generates or
+    once generated (`LEGACY_REMOTE_MODULES`)."""
+    if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
+        return False
+    return entry[0] in (REMOTE_MODULES.get(entry[1]), LEGACY_REMOTE_MODULES.get(entry[1]))
 
 
 def pipeline_class_name(index: Dict) -> Optional[str]:
