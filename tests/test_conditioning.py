@@ -185,3 +185,30 @@ def test_a_prompt_embedding_of_the_wrong_width_names_the_text_encoder(text_pipe)
 def test_a_text_model_without_encoder_hidden_states_says_what_it_needs(text_pipe):
     with pytest.raises(ValueError, match="This model is text-conditional: pass `encoder_hidden_states`"):
         text_pipe.unet(torch.zeros(1, 3, 16, 16), 0)
+
+
+def test_text_and_class_pipelines_load_without_the_package_through_remote_code(tmp_path, text_pipe, class_pipe):
+    from no_package import check, run_without_package
+
+    text_pipe.save_pretrained(tmp_path / "text")
+    class_pipe.save_pretrained(tmp_path / "class")
+    check(
+        run_without_package(
+            f"""
+            from diffusers import DiffusionPipeline
+
+            text = DiffusionPipeline.from_pretrained({str(tmp_path / "text")!r}, trust_remote_code=True)
+            assert type(text).__name__ == "KiitTextToImagePipeline"
+            text.set_progress_bar_config(disable=True)
+            images = text("red apple", num_inference_steps=4, generator=torch.manual_seed(0), output_type="np")
+            np.save("text.npy", images.images)
+            labelled = DiffusionPipeline.from_pretrained({str(tmp_path / "class")!r}, trust_remote_code=True)
+            labelled.set_progress_bar_config(disable=True)
+            images = labelled(class_labels=4, num_inference_steps=4, generator=torch.manual_seed(0), output_type="np")
+            np.save("class.npy", images.images)
+            """,
+            tmp_path,
+        )
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "text.npy"), _sample(text_pipe, prompt="red apple"))
+    np.testing.assert_array_equal(np.load(tmp_path / "class.npy"), _sample(class_pipe, class_labels=4))

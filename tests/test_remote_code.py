@@ -23,6 +23,7 @@ from ddpm_kiit import (
     GaussianBlurScheduler,
     KiitDDPMPipeline,
     KiitDDPMScheduler,
+    KiitTextToImagePipeline,
     SimpleUNet2DModel,
     remote_code,
 )
@@ -36,6 +37,7 @@ GENERATED = [
     ("scheduler/scheduling_kiit_ddpm.py", KiitDDPMScheduler),
     ("scheduler/scheduling_cold_diffusion.py", ColdDiffusionScheduler),
     ("scheduler/scheduling_blurring_diffusion.py", BlurringDiffusionScheduler),
+    ("pipeline_kiit_text2img.py", KiitTextToImagePipeline),
 ]
 BLUR_SCHEDULERS = {"cold": ColdDiffusionScheduler, "blurring_diffusion": BlurringDiffusionScheduler}
 

@@ -10,7 +10,7 @@ from diffusers.pipelines import pipeline_loading_utils as _loading
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .models import SimpleUNet2DModel
-from .pipelines import DenoisingRecorder, KiitDDPMPipeline
+from .pipelines import DenoisingRecorder, KiitDDPMPipeline, KiitTextToImagePipeline
 from .remote_code import LEGACY_REMOTE_MODULES as _LEGACY_REMOTE_MODULES
 from .remote_code import REMOTE_MODULES as _REMOTE_MODULES
 from .schedulers import (
@@ -37,6 +37,7 @@ __all__ = [
     "KiitDDPMPipeline",
     "KiitDDPMScheduler",
     "KiitDDPMSchedulerOutput",
+    "KiitTextToImagePipeline",
     "SimpleUNet2DModel",
 ]
 
@@ -57,6 +58,7 @@ def _register_with_diffusers():
     """
     for name in (
         "KiitDDPMPipeline",
+        "KiitTextToImagePipeline",
         "KiitDDPMScheduler",
         "ColdDiffusionScheduler",
         "BlurringDiffusionScheduler",

@@ -38,8 +38,9 @@ from .sampling import (
     check_variance_fits_model,
     describe_options,
     scheduler_options,
+    swap_scheduler,
 )
-from .schedulers import GaussianBlurScheduler
+from .schedulers import BlurringDiffusionScheduler, BlurSchedulerMixin, ColdDiffusionScheduler, KiitDDPMScheduler
 from .visualize import DenoisingRecorder, image_grid
 
 # The blur pipelines' own samplers, beside the noise schedulers of `sampling.SCHEDULERS`.
@@ -240,7 +241,7 @@ class PipelineCache:
 
 
 def _blurs(scheduler) -> bool:
-    return isinstance(scheduler, GaussianBlurScheduler)
+    return isinstance(scheduler, BlurSchedulerMixin)
 
 
 def _fast_scheduler(pipe: KiitDDPMPipeline) -> str:
@@ -259,21 +260,21 @@ def with_scheduler(pipe: KiitDDPMPipeline, name: str, **options) -> KiitDDPMPipe
     options = check_scheduler_options(options)
     if blurs and options:
         raise ValueError("Variance types and thresholding are for noise pipelines; this one blurs. Leave them off.")
+    copy = KiitDDPMPipeline(unet=pipe.unet, scheduler=pipe.scheduler)
     if name == "default":
-        scheduler = type(pipe.scheduler).from_config(config, **scheduler_options(type(pipe.scheduler), options))
+        copy.scheduler = type(pipe.scheduler).from_config(config, **scheduler_options(type(pipe.scheduler), options))
+        if not blurs:
+            check_variance_fits_model(pipe.unet, copy.scheduler)
     elif blurs:
-        if name not in BLUR_SAMPLERS or config.process != "cold":
-            allowed = ["default", *BLUR_SAMPLERS] if config.process == "cold" else ["default"]
+        cold = isinstance(pipe.scheduler, ColdDiffusionScheduler)
+        if name not in BLUR_SAMPLERS or not cold:
+            allowed = ["default", *BLUR_SAMPLERS] if cold else ["default"]
             raise ValueError(f"This pipeline blurs instead of adding noise; choose a scheduler from {allowed}.")
-        scheduler = GaussianBlurScheduler.from_config(config, sampler=BLUR_SAMPLERS[name])
+        copy.scheduler = ColdDiffusionScheduler.from_config(config, sampler=BLUR_SAMPLERS[name])
+    elif name in BLUR_SAMPLERS:
+        raise ValueError(f"{name!r} is for blur pipelines; this one adds noise. Choose one of {list(SCHEDULERS)}.")
     else:
-        if name in BLUR_SAMPLERS:
-            raise ValueError(f"{name!r} is for blur pipelines; this one adds noise. Choose one of {list(SCHEDULERS)}.")
-        scheduler_class, overrides = SCHEDULERS[name]
-        scheduler = scheduler_class.from_config(config, **overrides, **scheduler_options(name, options))
-    if not blurs:
-        check_variance_fits_model(pipe.unet, scheduler)
-    copy = KiitDDPMPipeline(unet=pipe.unet, scheduler=scheduler)
+        swap_scheduler(copy, name, **options)
     copy.set_progress_bar_config(disable=True)
     # The unet (channels_last, compiled or not) is shared; the sampling settings live on the pipeline object.
     copy._autocast_dtype, copy._inference_mode = pipe._autocast_dtype, pipe._inference_mode
@@ -396,14 +397,16 @@ def _clean_image(cache: PipelineCache, pipe: KiitDDPMPipeline, image: Optional[I
 def describe_level(scheduler, t: int) -> str:
     """What the forward process does at t, in numbers: alpha_bar_t and the SNR for noise, the blur width for blur."""
     total = scheduler.config.num_train_timesteps
-    if isinstance(scheduler, GaussianBlurScheduler):
+    if _blurs(scheduler):
         text = f"t = {t} of {total - 1}: blur width sigma_t = {float(scheduler.sigmas[t]):.2f} px"
-        if scheduler.config.process == "blurring_diffusion":
+        if isinstance(scheduler, BlurringDiffusionScheduler):
             alpha, sigma = float(scheduler.alphas[t]), float(scheduler.noise_sigmas[t])
             text += f", signal alpha_t = {alpha:.3f}, noise sigma_t = {sigma:.3f}"
         return text + "."
+    if not hasattr(scheduler, "signal_to_noise_ratio"):  # a stock scheduler saved in the folder: same schedule
+        scheduler = KiitDDPMScheduler.from_config(scheduler.config)
     alpha_bar = float(scheduler.alphas_cumprod[t])
-    snr = alpha_bar / max(1 - alpha_bar, 1e-12)
+    snr = float(scheduler.signal_to_noise_ratio(torch.tensor([t])))
     decibels = 10 * math.log10(snr) if snr > 0 else float("-inf")
     return (
         f"t = {t} of {total - 1}: alpha_bar_t = {alpha_bar:.4f} (the share of the image's variance left), "

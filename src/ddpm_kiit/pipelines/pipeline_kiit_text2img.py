@@ -79,6 +79,12 @@ class KiitTextToImagePipeline(KiitDDPMPipeline):
         device = self._execution_device
         if prompt_embeds is None:
             prompt_embeds = self.encode_prompt(self._prompt_list(prompt, "prompt"), device)
+        width = self.unet.config.cross_attention_dim
+        if prompt_embeds.ndim != 3 or prompt_embeds.shape[-1] != width:
+            raise ValueError(
+                f"`prompt_embeds` must be shaped (prompts, tokens, {width}), got {tuple(prompt_embeds.shape)}: the "
+                f"unet's `cross_attention_dim` is {width}: use the text encoder it was trained with."
+            )
         count = prompt_embeds.shape[0]
         if negative_prompt_embeds is None:
             negative = self._prompt_list("" if negative_prompt is None else negative_prompt, "negative_prompt", count)

@@ -13,6 +13,7 @@ from typing import List, Optional, Union
 from ..devices import default_mixed_precision
 from ..models.unet_simple import IMPROVED_CONFIG, SEED_VARIANTS, SimpleUNet2DModel
 from .checkpoints import latest_checkpoint, list_checkpoints  # noqa: F401 (their old home)
+from .conditioning import CONDITIONINGS
 
 # The model `accelerate launch examples/train.py` trains with no flags: the improved model (GroupNorm residual
 # blocks, a scale-and-shift time embedding, the full-resolution skip the talk's U-Net drops, time-gated attention
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_flags(parser.add_argument_group("data"))
     _add_model_flags(parser.add_argument_group("model and noise"))
+    _add_conditioning_flags(parser.add_argument_group("conditioning"))
     _add_optimisation_flags(parser.add_argument_group("optimisation"))
     _add_output_flags(parser.add_argument_group("outputs"))
     return parser
@@ -93,6 +95,35 @@ def _add_model_flags(model) -> None:
     model.add_argument("--loss", default="l2", choices=("l1", "l2"), help="The talk used L1, Ho et al. L2.")
     model.add_argument(
         "--snr_gamma", type=float, default=5.0, help="Min-SNR loss weighting (Hang et al. 2023); 0 turns it off."
+    )
+
+
+def _add_conditioning_flags(conditioning) -> None:
+    conditioning.add_argument(
+        "--conditioning",
+        choices=CONDITIONINGS,
+        default="none",
+        help="class: the dataset's labels (num_class_embeds); text: its captions, through a CLIP text encoder and "
+        "cross-attention; none: unconditional.",
+    )
+    conditioning.add_argument(
+        "--conditioning_dropout_prob",
+        type=float,
+        default=0.1,
+        help="Share of training images shown with the null label or the empty prompt, so that one model samples "
+        "with and without classifier-free guidance.",
+    )
+    conditioning.add_argument(
+        "--class_column", default=None, help="Column of class labels (default: `label`, which built-in sets have)."
+    )
+    conditioning.add_argument(
+        "--caption_column", default=None, help="Column of captions (default: `caption`; built-in emoji has it)."
+    )
+    conditioning.add_argument(
+        "--text_encoder_name_or_path",
+        default=None,
+        help="A CLIP text encoder and tokenizer (Hub id such as openai/clip-vit-base-patch32, or a folder), kept "
+        "frozen. Default: a small CLIP trained here from scratch on the training images and their captions.",
     )
 
 
@@ -228,11 +259,23 @@ class TrainingConfig:
     hub_token: Optional[str]
     hub_private_repo: bool
     command_line: Optional[List[str]] = None
+    conditioning: str = "none"
+    conditioning_dropout_prob: float = 0.1
+    class_column: Optional[str] = None
+    caption_column: Optional[str] = None
+    text_encoder_name_or_path: Optional[str] = None
 
     @classmethod
     def from_namespace(cls, namespace: argparse.Namespace) -> "TrainingConfig":
         values = vars(namespace)
-        return cls(**{field.name: values.get(field.name) for field in fields(cls)})
+        # A Namespace of an earlier version lacks the newer flags: they keep their defaults.
+        return cls(
+            **{
+                field.name: values.get(field.name)
+                for field in fields(cls)
+                if field.name in values or field.default is dataclasses.MISSING
+            }
+        )
 
     def replace(self, **changes) -> "TrainingConfig":
         return dataclasses.replace(self, **changes)
@@ -303,6 +346,14 @@ def validate_args(args: Union[TrainingConfig, argparse.Namespace]) -> TrainingCo
     if args.dataset_name is not None and args.train_data_dir is not None:
         raise ValueError("Give --dataset_name or --train_data_dir, not both.")
     args = _check_numbers(args)
+    if not 0 <= args.conditioning_dropout_prob < 1:
+        raise ValueError(
+            f"--conditioning_dropout_prob must be in [0, 1), got {args.conditioning_dropout_prob}; 0.1 is usual."
+        )
+    if args.conditioning not in CONDITIONINGS:
+        raise ValueError(f"--conditioning must be one of {CONDITIONINGS}, got {args.conditioning!r}.")
+    if args.conditioning == "text" and args.eval_steps:
+        raise ValueError("--eval_steps scores unconditional samples; a text model has none. Leave --eval_steps off.")
     _check_processes_and_tools(args)
     _check_resolution(args)
     _check_output_dir(args)

@@ -31,6 +31,7 @@ from ..schedulers import KiitDDPMScheduler
 from .allocator import keep_freed_memory
 from .args import TrainingConfig, load_model_config, validate_args
 from .checkpoints import STATE_FILE, latest_checkpoint, list_checkpoints, resume, save_checkpoint  # noqa: F401
+from .conditioning import TrainingConditions, load_conditions
 
 logger = logging.get_logger(__name__)
 # Diffusers' loggers keep rank 0's records only; what each process says for itself (its threads) goes through this one.
@@ -43,7 +44,7 @@ class NonFiniteLossError(RuntimeError):
 
 def build_scheduler(args):
     """The training scheduler named by `--scheduler`, with `--scheduler_config` overrides."""
-    from ..schedulers import GaussianBlurScheduler
+    from ..schedulers import BlurringDiffusionScheduler, ColdDiffusionScheduler
 
     extra = json.loads(args.scheduler_config) if args.scheduler_config else {}
     if args.scheduler == "kiit":
@@ -54,27 +55,26 @@ def build_scheduler(args):
             "rescale_betas_zero_snr": args.rescale_betas_zero_snr,
         }
         return KiitDDPMScheduler(**{**settings, **extra})
-    process = "cold" if args.scheduler == "gaussian_blur" else "blurring_diffusion"
-    return GaussianBlurScheduler(**{"process": process, **extra})
+    if args.scheduler == "gaussian_blur":
+        return ColdDiffusionScheduler(**extra)
+    return BlurringDiffusionScheduler(**extra)
 
 
 def training_target(scheduler, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """What the model learns to predict, per `prediction_type`."""
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "sample":
-        return clean
-    return scheduler.get_velocity(clean, noise, timesteps)
+    """What the model learns to predict: the scheduler's answer (`scheduler.training_target`), per its process and
+    `prediction_type`."""
+    return scheduler.training_target(clean, noise, timesteps)
 
 
 def loss_weights(scheduler, timesteps: torch.Tensor, snr_gamma: Optional[float]) -> Optional[torch.Tensor]:
-    """Min-SNR-gamma weights (Hang et al. 2023, eq. 8), expressed for the scheduler's prediction type. Processes
-    without a signal-to-noise ratio (cold blur) are not weighted."""
-    if snr_gamma is None or getattr(scheduler, "alphas_cumprod", None) is None:
+    """Min-SNR-gamma weights (Hang et al. 2023, eq. 8), expressed for the scheduler's prediction type, from the
+    scheduler's `signal_to_noise_ratio`. Processes without a signal-to-noise ratio (cold blur: it returns None) are
+    not weighted."""
+    if snr_gamma is None:
         return None
-    alphas_cumprod = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-    snr = alphas_cumprod / (1 - alphas_cumprod).clamp(min=1e-8)
+    snr = scheduler.signal_to_noise_ratio(timesteps)
+    if snr is None:
+        return None
     clipped = snr.clamp(max=snr_gamma)
     prediction_type = scheduler.config.prediction_type
     if prediction_type == "epsilon":
@@ -97,15 +97,25 @@ def _batch_indices(num_images: int, global_batch: int, micro_step: int, seed: in
     return order[position * global_batch : (position + 1) * global_batch]
 
 
+def _pipeline(unet, scheduler, conditions: Optional[TrainingConditions] = None):
+    """The pipeline class that samples this model: text-to-image for a text-conditional run, else ours."""
+    from ..pipelines import KiitDDPMPipeline, KiitTextToImagePipeline
+
+    if conditions is not None and conditions.kind == "text":
+        return KiitTextToImagePipeline(unet, scheduler, conditions.text_encoder, conditions.tokenizer)
+    return KiitDDPMPipeline(unet=unet, scheduler=scheduler)
+
+
 @contextmanager
-def sampling_pipeline(unet, ema_model, scheduler, sample_scheduler: Optional[str] = None):
+def sampling_pipeline(
+    unet, ema_model, scheduler, sample_scheduler: Optional[str] = None, conditions: Optional[TrainingConditions] = None
+):
     """A pipeline over `unet` in eval mode, with the EMA weights swapped in when there are any; training weights
     and mode are restored afterwards. `sample_scheduler` (`--sample_scheduler`, a name of `sampling.SCHEDULERS`)
     replaces the training scheduler for sampling."""
-    from ..pipelines import KiitDDPMPipeline
     from ..sampling import swap_scheduler
 
-    pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)
+    pipe = _pipeline(unet, scheduler, conditions)
     if sample_scheduler is not None:
         swap_scheduler(pipe, sample_scheduler)
     pipe.set_progress_bar_config(disable=True)
@@ -123,23 +133,26 @@ def sampling_pipeline(unet, ema_model, scheduler, sample_scheduler: Optional[str
 
 
 @torch.no_grad()
-def sample_grid(unet, ema_model, scheduler, args, device):
-    """A grid of `args.num_sample_images` samples (seeded with `args.seed`) with the EMA weights."""
+def sample_grid(unet, ema_model, scheduler, config: TrainingConfig, device, conditions=None):
+    """A grid of `config.num_sample_images` samples (seeded with `config.seed`) with the EMA weights; a conditional
+    model draws its classes, or its first captions, in turn."""
     from ..visualize import image_grid
 
-    with sampling_pipeline(unet, ema_model, scheduler, args.sample_scheduler) as pipe:
+    count = config.num_sample_images
+    asked = conditions.sample_kwargs(count) if conditions is not None else {}
+    if "prompt" not in asked:
+        asked["batch_size"] = count
+    with sampling_pipeline(unet, ema_model, scheduler, config.sample_scheduler, conditions) as pipe:
         images = pipe(
-            batch_size=args.num_sample_images,
-            generator=torch.Generator(device).manual_seed(args.seed),
-            num_inference_steps=args.num_inference_steps,
+            generator=torch.Generator(device).manual_seed(config.seed),
+            num_inference_steps=config.num_inference_steps,
+            **asked,
         ).images
     return image_grid(images)
 
 
-def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str):
+def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str, conditions=None):
     """Writes the finished pipeline, its model card and sample grid into `output_dir`, each entry atomically."""
-    from ..pipelines import KiitDDPMPipeline
-
     hyperparameters = {
         k: getattr(args, k)
         for k in (
@@ -152,6 +165,8 @@ def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str
             "lr_warmup_steps",
             "loss",
             "snr_gamma",
+            "conditioning",
+            "conditioning_dropout_prob",
             "prediction_type",
             "ddpm_num_steps",
             "ddpm_beta_schedule",
@@ -167,7 +182,7 @@ def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str
         "sample_grid": "samples.png",
         "datasets": [args.dataset_name] if args.dataset_name else None,
     }
-    pipe = KiitDDPMPipeline(unet=unet, scheduler=scheduler)
+    pipe = _pipeline(unet, scheduler, conditions)
     for stale in output_dir.glob(".pipeline.*"):  # left by a run killed while exporting
         shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".pipeline.", dir=output_dir))
@@ -199,6 +214,7 @@ class _Run:
     max_train_steps: int
     command: str
     global_step: int = 0
+    conditions: Optional[TrainingConditions] = None
 
     @property
     def device(self) -> torch.device:
@@ -256,7 +272,7 @@ def _set_up(config: TrainingConfig) -> _Run:
         f"Process {accelerator.process_index} of {accelerator.num_processes} on {device.type}: {threads}"
     )
 
-    images, model_config = _load_images(config, accelerator)
+    images, model_config, conditions = _load_images(config, accelerator)
     global_batch = config.train_batch_size * accelerator.num_processes
     if len(images) < global_batch:
         raise ValueError(
@@ -266,7 +282,7 @@ def _set_up(config: TrainingConfig) -> _Run:
     output_dir.mkdir(parents=True, exist_ok=True)  # the first write, now that the data is known good
     unet = _build_unet(config, model_config, accelerator)
     noise_scheduler = build_scheduler(config)
-    if getattr(noise_scheduler.config, "process", None) == "cold":
+    if hasattr(noise_scheduler, "fit_initial_distribution"):
         noise_scheduler.fit_initial_distribution(images)  # where sampling starts; saved with the scheduler
 
     optimizer = torch.optim.AdamW(
@@ -289,6 +305,7 @@ def _set_up(config: TrainingConfig) -> _Run:
     run = _Run(
         config, accelerator, unet, optimizer, lr_scheduler, ema_model, noise_scheduler, images.to(device),
         output_dir, global_batch, config.max_train_steps, _card_command(config),
+        conditions=conditions.to(device) if conditions is not None else None,
     )  # fmt: skip
     if config.resume_from_checkpoint is not None:
         run.global_step = resume(accelerator, ema_model, output_dir, config.resume_from_checkpoint, device)
@@ -307,6 +324,8 @@ def _load_images(config: TrainingConfig, accelerator) -> tuple:
         config.image_column,
         "train",
         config.cache_dir,
+        caption_column=config.caption_column,
+        class_column=config.class_column,
     )
     if config.max_train_samples is not None:
         dataset = dataset.select(range(min(config.max_train_samples, len(dataset))))
@@ -316,7 +335,10 @@ def _load_images(config: TrainingConfig, accelerator) -> tuple:
     transform = ImageTransform(config.resolution, model_config["in_channels"], center_crop=config.center_crop)
     with accelerator.main_process_first():
         images = dataset_to_tensor(dataset, transform, skip_bad_images=config.skip_bad_images)
-    return images, model_config
+        conditions, images = load_conditions(config, dataset, images)
+    if conditions is not None:
+        model_config.update({k: v for k, v in conditions.model_config(model_config).items() if k not in model_config})
+    return images, model_config, conditions
 
 
 def _build_unet(config: TrainingConfig, model_config: dict, accelerator) -> torch.nn.Module:
@@ -414,7 +436,8 @@ def _micro_step(run: _Run, micro_step: int) -> tuple:
     config, accelerator, device, scheduler = run.config, run.accelerator, run.device, run.noise_scheduler
     indices = _batch_indices(len(run.images), run.global_batch, micro_step, config.seed)
     start = accelerator.process_index * config.train_batch_size
-    clean = run.images[indices[start : start + config.train_batch_size].to(device)]
+    rows = indices[start : start + config.train_batch_size].to(device)
+    clean = run.images[rows]
     generator = _step_generator(config.seed, micro_step, accelerator.process_index, device)
     if config.random_flip:
         flip = torch.rand(clean.shape[0], generator=generator, device=device) < 0.5
@@ -424,10 +447,14 @@ def _micro_step(run: _Run, micro_step: int) -> tuple:
         0, scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator, device=device
     )
     noisy = scheduler.add_noise(clean, noise, timesteps)
+    # Drawn after everything an unconditional run draws, so that its random stream is unchanged.
+    conditioning = (
+        run.conditions.unet_kwargs(rows, generator, config.conditioning_dropout_prob) if run.conditions else {}
+    )
     if config.channels_last:
         noisy = noisy.contiguous(memory_format=torch.channels_last)
     with accelerator.accumulate(run.unet):
-        prediction = run.unet(noisy, timesteps).sample
+        prediction = run.unet(noisy, timesteps, **conditioning).sample
         target = training_target(scheduler, clean, noise, timesteps)
         distance = F.l1_loss if config.loss == "l1" else F.mse_loss
         per_sample = distance(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
@@ -451,7 +478,7 @@ def _periodic_samples(run: _Run) -> None:
     if config.eval_steps and step % config.eval_steps == 0:
         accelerator.log(_evaluate_kid(unet, run.ema_model, run.noise_scheduler, config), step=step)
     if config.save_images_steps and step % config.save_images_steps == 0:
-        grid = sample_grid(unet, run.ema_model, run.noise_scheduler, config, run.device)
+        grid = sample_grid(unet, run.ema_model, run.noise_scheduler, config, run.device, run.conditions)
         _log_grid(accelerator, run.output_dir, grid, step)
 
 
@@ -477,9 +504,12 @@ def _finish(run: _Run, first_step: int, train_seconds: float) -> None:
         if run.ema_model is not None:
             run.ema_model.copy_to(final_unet.parameters())
         final_unet = final_unet.to(memory_format=torch.contiguous_format).eval()
-        grid = sample_grid(final_unet, None, run.noise_scheduler, config, run.device)  # EMA weights already in
+        # The EMA weights are already in.
+        grid = sample_grid(final_unet, None, run.noise_scheduler, config, run.device, run.conditions)
         _log_grid(accelerator, run.output_dir, grid, run.global_step)
-        _export_pipeline(final_unet, run.noise_scheduler, config, run.output_dir, grid, run.command)
+        _export_pipeline(
+            final_unet, run.noise_scheduler, config, run.output_dir, grid, run.command, run.conditions
+        )
         if config.push_to_hub:
             from ..hub import push_folder
 
