@@ -41,8 +41,9 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as out:
             grid_flags = ["--sample_scheduler", "ddim", "--num_inference_steps", "50"]
             train_seconds = train_run(out, args.steps, flags + grid_flags, args.quick)
-            pipe = swap_scheduler(KiitDDPMPipeline.from_pretrained(out), "ddim")
-            alpha_bar_T = float(pipe.scheduler.alphas_cumprod[-1])
+            pipe = KiitDDPMPipeline.from_pretrained(out)
+            alpha_bar_T = pipe.scheduler.terminal_alpha_bar  # the trained schedule's, before DDIM samples it
+            pipe = swap_scheduler(pipe, "ddim")
             report = evaluate_pipeline(
                 pipe,
                 dataset=args.eval_dataset,

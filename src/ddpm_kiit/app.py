@@ -733,6 +733,7 @@ def build_app(
     pipeline: Optional[str] = None,
     allowed_dirs: Sequence[os.PathLike] = (".",),
     limits: AppLimits = AppLimits(),
+    *,
     allow_hub: bool = False,
     fast_inference: bool = False,
     device: str = "cpu",

@@ -196,9 +196,9 @@ class BlurSchedulerMixin(SchedulerMixin, ConfigMixin):
 
         Args:
             num_inference_steps (`int`, *optional*): Number of steps; `None` (and no `timesteps`) means every level.
-            device (`str` or `torch.device`, *optional*): Where to put `timesteps`.
-            timesteps (`List[int]`, *optional*): A custom chain instead: strictly decreasing integers in
-                [0, `num_train_timesteps` - 1]. Not together with `num_inference_steps`.
+            device (`str` or `torch.device`, *optional*): The device of the chain's `timesteps`.
+            timesteps (`List[int]`, *optional*): The chain itself, strictly decreasing blur levels in
+                [0, `num_train_timesteps` - 1], instead of `num_inference_steps` (not both).
         """
         total = self.config.num_train_timesteps
         if timesteps is not None:
@@ -241,7 +241,7 @@ class BlurSchedulerMixin(SchedulerMixin, ConfigMixin):
 
     def step(
         self,
-        model_output: torch.Tensor,
+        model_output: torch.Tensor,  # x0 for cold diffusion, epsilon for blurring diffusion
         timestep: Union[int, torch.Tensor],
         sample: torch.Tensor,
         generator: Optional[torch.Generator] = None,

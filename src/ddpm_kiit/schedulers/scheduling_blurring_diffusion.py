@@ -62,7 +62,7 @@ class BlurringDiffusionScheduler(BlurSchedulerMixin):
     @register_to_config
     def __init__(
         self,
-        num_train_timesteps: int = 50,
+        num_train_timesteps: int = 50,  # T: the number of blur and noise levels
         blur_schedule: str = "linear",
         sigma_min: float = 0.0,
         sigma_max: float = 8.0,

@@ -42,20 +42,20 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-def build_scheduler(args):
+def build_scheduler(config: TrainingConfig):
     """The training scheduler named by `--scheduler`, with `--scheduler_config` overrides."""
     from ..schedulers import BlurringDiffusionScheduler, ColdDiffusionScheduler
 
-    extra = json.loads(args.scheduler_config) if args.scheduler_config else {}
-    if args.scheduler == "kiit":
+    extra = json.loads(config.scheduler_config) if config.scheduler_config else {}
+    if config.scheduler == "kiit":
         settings = {
-            "num_train_timesteps": args.ddpm_num_steps,
-            "beta_schedule": args.ddpm_beta_schedule,
-            "prediction_type": args.prediction_type,
-            "rescale_betas_zero_snr": args.rescale_betas_zero_snr,
+            "num_train_timesteps": config.ddpm_num_steps,
+            "beta_schedule": config.ddpm_beta_schedule,
+            "prediction_type": config.prediction_type,
+            "rescale_betas_zero_snr": config.rescale_betas_zero_snr,
         }
         return KiitDDPMScheduler(**{**settings, **extra})
-    if args.scheduler == "gaussian_blur":
+    if config.scheduler == "gaussian_blur":
         return ColdDiffusionScheduler(**extra)
     return BlurringDiffusionScheduler(**extra)
 
@@ -151,10 +151,10 @@ def sample_grid(unet, ema_model, scheduler, config: TrainingConfig, device, cond
     return image_grid(images)
 
 
-def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str, conditions=None):
+def _export_pipeline(unet, scheduler, config: TrainingConfig, output_dir: Path, grid, command: str, conditions=None):
     """Writes the finished pipeline, its model card and sample grid into `output_dir`, each entry atomically."""
     hyperparameters = {
-        k: getattr(args, k)
+        k: getattr(config, k)
         for k in (
             "dataset_name",
             "resolution",
@@ -177,10 +177,10 @@ def _export_pipeline(unet, scheduler, args, output_dir: Path, grid, command: str
     }
     card = {
         "training_command": f"```bash\n{command}\n```",
-        "repo_id_or_path": args.hub_model_id or str(output_dir),
+        "repo_id_or_path": config.hub_model_id or str(output_dir),
         "hyperparameters": hyperparameters,
         "sample_grid": "samples.png",
-        "datasets": [args.dataset_name] if args.dataset_name else None,
+        "datasets": [config.dataset_name] if config.dataset_name else None,
     }
     pipe = _pipeline(unet, scheduler, conditions)
     for stale in output_dir.glob(".pipeline.*"):  # left by a run killed while exporting
@@ -507,9 +507,7 @@ def _finish(run: _Run, first_step: int, train_seconds: float) -> None:
         # The EMA weights are already in.
         grid = sample_grid(final_unet, None, run.noise_scheduler, config, run.device, run.conditions)
         _log_grid(accelerator, run.output_dir, grid, run.global_step)
-        _export_pipeline(
-            final_unet, run.noise_scheduler, config, run.output_dir, grid, run.command, run.conditions
-        )
+        _export_pipeline(final_unet, run.noise_scheduler, config, run.output_dir, grid, run.command, run.conditions)
         if config.push_to_hub:
             from ..hub import push_folder
 
@@ -519,17 +517,17 @@ def _finish(run: _Run, first_step: int, train_seconds: float) -> None:
     accelerator.end_training()
 
 
-def _evaluate_kid(unet, ema_model, scheduler, args) -> dict:
+def _evaluate_kid(unet, ema_model, scheduler, config: TrainingConfig) -> dict:
     """KID (unbiased, so meaningful at small n) of EMA samples against the held-out split, in classifier features."""
     from ..evaluation.evaluate import extract_features, generate_samples, reference_images
     from ..evaluation.features import load_classifier
     from ..evaluation.metrics import kernel_inception_distance
 
-    network = load_classifier(args.dataset_name)
-    real = reference_images(args.dataset_name, "test", unet.config.in_channels, args.resolution, args.cache_dir)
-    n = min(args.eval_num_samples, len(real))
-    with sampling_pipeline(unet, ema_model, scheduler, args.sample_scheduler) as pipe:
-        samples = generate_samples(pipe, n, seed=args.seed, num_inference_steps=args.num_inference_steps)
+    network = load_classifier(config.dataset_name)
+    real = reference_images(config.dataset_name, "test", unet.config.in_channels, config.resolution, config.cache_dir)
+    n = min(config.eval_num_samples, len(real))
+    with sampling_pipeline(unet, ema_model, scheduler, config.sample_scheduler) as pipe:
+        samples = generate_samples(pipe, n, seed=config.seed, num_inference_steps=config.num_inference_steps)
     kid = kernel_inception_distance(extract_features(network, real[:n]), extract_features(network, samples))
     return {"eval/kid_mean": kid["kid_mean"], "eval/kid_std": kid["kid_std"]}
 
