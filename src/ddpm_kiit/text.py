@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
+from diffusers.optimization import get_cosine_schedule_with_warmup
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     CLIPConfig,
@@ -199,7 +200,6 @@ def train_clip(
         how often an image's caption ranks first, or in the top 5, among the distinct captions of that split, with
         `{split}_captions`, the number of those captions (chance top-1 is one over it).
     """
-    from tqdm.auto import tqdm
 
     from .devices import native_bf16
 
@@ -225,83 +225,106 @@ def train_clip(
     order = torch.randperm(len(pixels), generator=generator)
     num_heldout = int(len(pixels) * validation_fraction)
     heldout, train = order[:num_heldout], order[num_heldout:]
-    # Training images grouped by caption: caption c owns train_by_caption[start[c] : start[c] + count[c]].
-    train_by_caption = train[torch.argsort(caption_of_image[train], stable=True)]
-    train_captions, count = torch.unique(caption_of_image[train_by_caption], return_counts=True)
-    start = torch.cumsum(count, 0) - count
-    if len(train_captions) < 2:
-        raise ValueError(
-            f"The training images have {len(train_captions)} distinct caption; contrastive training needs at least "
-            "two. Give the images different captions, or lower `validation_fraction`."
-        )
-    batch_size = min(batch_size, len(train_captions))
-
-    image_size = pixels.shape[-1]
-    vision_config = CLIPVisionConfig(
-        image_size=image_size,
-        patch_size=_patch_size_for(image_size, patch_size),
-        num_channels=3,
-        hidden_size=vision_hidden_size,
-        intermediate_size=4 * vision_hidden_size,
-        num_hidden_layers=vision_num_layers,
-        num_attention_heads=max(1, vision_hidden_size // 32),
-    )
-    # Models are built under a forked random state: the seed alone decides the weights, and the caller's random
-    # state is left as it was.
-    with torch.random.fork_rng(devices=[]):
+    batches = _CaptionBatches(train, caption_of_image, batch_size, generator)
+    vision = {"hidden_size": vision_hidden_size, "num_hidden_layers": vision_num_layers, "patch_size": patch_size}
+    text = {"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads}
+    with torch.random.fork_rng(devices=[]):  # the seed alone decides the weights; the caller's state is kept
         torch.manual_seed(seed)
-        text_config = new_text_encoder(tokenizer, hidden_size, num_layers, num_heads).config
-        config = CLIPConfig(
-            text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), projection_dim=projection_dim
-        )
-        model = CLIPModel(config)
-    model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    warmup = max(1, num_train_steps // 20)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, num_train_steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-    losses: List[float] = []
-    queue = torch.empty(0, dtype=torch.long)
-    progress = tqdm(range(num_train_steps), desc="Training CLIP", disable=not show_progress)
-    for _ in progress:
-        if len(queue) < batch_size:  # a new pass over the captions, in a new order
-            queue = torch.randperm(len(train_captions), generator=generator)
-        batch, queue = queue[:batch_size], queue[batch_size:]
-        pick = start[batch] + (torch.rand(len(batch), generator=generator) * count[batch]).long()
-        rows = train_by_caption[pick]
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
-            output = model(
-                input_ids=input_ids[train_captions[batch]].to(device),
-                pixel_values=pixels[rows].to(device),
-                return_loss=True,
-            )
-        output.loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():  # CLIP's clamp on the temperature, so the logits stay at most 100
-            model.logit_scale.clamp_(0, math.log(100))
-        losses.append(output.loss.item())
-        progress.set_postfix(loss=f"{losses[-1]:.3f}")
-
+        model = _new_clip(tokenizer, text, pixels.shape[-1], vision, projection_dim)
+    losses = _fit_clip(
+        model.to(device), batches, input_ids, pixels, num_train_steps, (learning_rate, weight_decay), autocast,
+        show_progress,
+    )  # fmt: skip
     model.eval()
     metrics: Dict[str, float] = {"loss": sum(losses[-50:]) / len(losses[-50:]), "steps": num_train_steps}
     for split, rows in (("train", train), ("heldout", heldout)):
         if len(rows):
             top1, top5, distinct = _retrieval(model, pixels[rows], caption_of_image[rows], input_ids, device, autocast)
             metrics.update({f"{split}_top1": top1, f"{split}_top5": top5, f"{split}_captions": distinct})
+    return _text_half(model), tokenizer, metrics
 
+
+def _fit_clip(model, batches, input_ids, pixels, num_train_steps: int, adamw: Tuple, autocast: bool, show_progress):
+    """CLIP's contrastive training: AdamW with a warm-up over the first 5% of steps and cosine decay; returns the
+    losses."""
+    from tqdm.auto import tqdm
+
+    device = model.device
+    learning_rate, weight_decay = adamw
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    schedule = get_cosine_schedule_with_warmup(optimizer, max(1, num_train_steps // 20), num_train_steps)
+    progress = tqdm(range(num_train_steps), desc="Training CLIP", disable=not show_progress)
+    losses = []
+    model.train()
+    for _ in progress:
+        captions, rows = batches.next()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            output = model(
+                input_ids=input_ids[captions].to(device), pixel_values=pixels[rows].to(device), return_loss=True
+            )
+        output.loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():  # CLIP's clamp on the temperature, so the logits stay at most 100
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(output.loss.item())
+        progress.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
+
+
+class _CaptionBatches:
+    """Batches of distinct captions, each with one of its training images drawn at random, in a new order on each
+    pass over the captions: CLIP's loss takes every other pair of a batch as a negative, so a batch must never hold
+    one caption twice."""
+
+    def __init__(self, train: torch.Tensor, caption_of_image: torch.Tensor, batch_size: int, generator):
+        # Caption c owns the training images by_caption[start[c] : start[c] + count[c]].
+        self.by_caption = train[torch.argsort(caption_of_image[train], stable=True)]
+        self.captions, self.count = torch.unique(caption_of_image[self.by_caption], return_counts=True)
+        self.start = torch.cumsum(self.count, 0) - self.count
+        if len(self.captions) < 2:
+            raise ValueError(
+                f"The training images have {len(self.captions)} distinct caption; contrastive training needs at "
+                "least two. Give the images different captions, or lower `validation_fraction`."
+            )
+        self.batch_size = min(batch_size, len(self.captions))
+        self.generator = generator
+        self.queue = torch.empty(0, dtype=torch.long)
+
+    def next(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The next batch: caption ids and the rows of their images."""
+        if len(self.queue) < self.batch_size:
+            self.queue = torch.randperm(len(self.captions), generator=self.generator)
+        batch, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
+        pick = self.start[batch] + (torch.rand(len(batch), generator=self.generator) * self.count[batch]).long()
+        return self.captions[batch], self.by_caption[pick]
+
+
+def _new_clip(tokenizer, text: Dict, image_size: int, vision: Dict, projection_dim: int) -> CLIPModel:
+    vision_config = CLIPVisionConfig(
+        image_size=image_size,
+        patch_size=_patch_size_for(image_size, vision["patch_size"]),
+        num_channels=3,
+        hidden_size=vision["hidden_size"],
+        intermediate_size=4 * vision["hidden_size"],
+        num_hidden_layers=vision["num_hidden_layers"],
+        num_attention_heads=max(1, vision["hidden_size"] // 32),
+    )
+    text_config = new_text_encoder(tokenizer, **text).config
+    config = CLIPConfig(
+        text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), projection_dim=projection_dim
+    )
+    return CLIPModel(config)
+
+
+def _text_half(model: CLIPModel) -> CLIPTextModel:
+    """The text encoder of a trained `CLIPModel` as a standalone `CLIPTextModel`, in eval mode on the CPU."""
     with torch.random.fork_rng(devices=[]):
-        text_encoder = CLIPTextModel(config.text_config)
+        text_encoder = CLIPTextModel(model.config.text_config)
     # transformers 5 keeps the text model's weights at the top of `CLIPTextModel`, earlier versions one level down.
     getattr(text_encoder, "text_model", text_encoder).load_state_dict(model.text_model.cpu().state_dict())
-    return text_encoder.eval(), tokenizer, metrics
+    return text_encoder.eval()
 
 
 def save_text_encoder(text_encoder: CLIPTextModel, tokenizer: PreTrainedTokenizerFast, folder: os.PathLike) -> Path:
