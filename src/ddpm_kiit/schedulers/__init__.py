@@ -1,7 +1,7 @@
 from .blur_operator import BlurSchedulerMixin, GaussianBlur
 from .scheduling_blurring_diffusion import BlurringDiffusionScheduler, BlurringDiffusionSchedulerOutput
 from .scheduling_cold_diffusion import ColdDiffusionScheduler, ColdDiffusionSchedulerOutput
-from .scheduling_gaussian_blur import GaussianBlurScheduler
+from .scheduling_gaussian_blur import GaussianBlurScheduler, GaussianBlurSchedulerOutput
 from .scheduling_kiit_ddpm import KiitDDPMScheduler, KiitDDPMSchedulerOutput
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "ColdDiffusionSchedulerOutput",
     "GaussianBlur",
     "GaussianBlurScheduler",
+    "GaussianBlurSchedulerOutput",
     "KiitDDPMScheduler",
     "KiitDDPMSchedulerOutput",
 ]

@@ -10,8 +10,10 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .scheduling_blurring_diffusion import BlurringDiffusionScheduler
-from .scheduling_cold_diffusion import ColdDiffusionScheduler
+from .scheduling_cold_diffusion import ColdDiffusionScheduler, ColdDiffusionSchedulerOutput
 
+# The old class's step output had the same two fields (prev_sample, pred_original_sample).
+GaussianBlurSchedulerOutput = ColdDiffusionSchedulerOutput
 PROCESSES = {"cold": ColdDiffusionScheduler, "blurring_diffusion": BlurringDiffusionScheduler}
 # Settings the old class accepted for both processes but used only for the cold one.
 COLD_ONLY_SETTINGS = ("sampler", "noise_std", "initial_noise_std", "gmm_weights", "gmm_means", "gmm_stds")
