@@ -212,3 +212,29 @@ def test_text_and_class_pipelines_load_without_the_package_through_remote_code(t
     )
     np.testing.assert_array_equal(np.load(tmp_path / "text.npy"), _sample(text_pipe, prompt="red apple"))
     np.testing.assert_array_equal(np.load(tmp_path / "class.npy"), _sample(class_pipe, class_labels=4))
+
+
+def test_cli_generates_a_class_and_a_prompt_and_refuses_the_wrong_one(tmp_path, text_pipe, class_pipe, capsys):
+    from PIL import Image
+
+    from ddpm_kiit.cli import main
+
+    text_pipe.save_pretrained(tmp_path / "text")
+    class_pipe.save_pretrained(tmp_path / "class")
+    common = ["--num-images", "2", "--steps", "3", "--scheduler", "ddim"]
+    digits, apples = tmp_path / "sevens.png", tmp_path / "apples.png"
+    assert main(["generate", str(tmp_path / "class"), "--class", "7", *common, "--out", str(digits)]) == 0
+    assert main(["generate", str(tmp_path / "text"), "--prompt", "red apple", *common, "--out", str(apples)]) == 0
+    assert Image.open(digits).size == Image.open(apples).size == (32, 16)
+    refused = {
+        "class": ["--prompt", "red apple"],
+        "text": ["--class", "3"],
+    }
+    for folder, flags in refused.items():
+        out = tmp_path / f"{folder}-refused.png"
+        assert main(["generate", str(tmp_path / folder), *flags, *common, "--out", str(out)]) == 2
+        assert not out.exists()
+    errors = capsys.readouterr().err
+    assert "takes no prompt" in errors and "say what to draw with --prompt" in errors
+    assert main(["generate", str(tmp_path / "class"), "--class", "10", *common, "--out", str(digits), "--overwrite"])
+    assert "must lie in 0..9" in capsys.readouterr().err

@@ -37,6 +37,7 @@ def test_wrong_typed_config_value_is_named(saved):
 def test_model_index_naming_a_foreign_module_is_refused_before_import(saved, monkeypatch):
     index_path = saved / "model_index.json"
     index = json.loads(index_path.read_text())
+    original_unet = index["unet"]
     index["unet"] = ["evil_module_that_must_not_be_imported", "Payload"]
     index_path.write_text(json.dumps(index))
     import importlib
@@ -48,7 +49,15 @@ def test_model_index_naming_a_foreign_module_is_refused_before_import(saved, mon
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(importlib, "import_module", guarded)
-    with pytest.raises(ValueError, match="only components from \\('ddpm_kiit', 'diffusers'\\) are loaded"):
+    with pytest.raises(ValueError, match="only components from \\('ddpm_kiit', 'diffusers', 'transformers'\\)"):
+        KiitDDPMPipeline.from_pretrained(saved)
+    # a text encoder or tokenizer entry is checked the same way
+    index["unet"] = original_unet
+    index["tokenizer"] = ["evil_module_that_must_not_be_imported", "Payload"]
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(
+        ValueError, match="names \\['evil_module_that_must_not_be_imported', 'Payload'\\] for `tokenizer`"
+    ):
         KiitDDPMPipeline.from_pretrained(saved)
 
 

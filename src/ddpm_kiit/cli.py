@@ -60,6 +60,41 @@ def _add_generate(commands) -> None:
         help="bf16 autocast where the device computes it natively, channels_last and inference_mode: about 2x on a "
         "recent CPU (benchmarks/inference_speed.py); close to, not exactly, the float32 images.",
     )
+    generate.add_argument(
+        "--class", dest="class_label", type=int, default=None, help="The class to draw (class-conditional pipelines)."
+    )
+    generate.add_argument("--prompt", default=None, help="What to draw (text-to-image pipelines).")
+    generate.add_argument("--negative-prompt", default=None, help="What guidance steers away from (text pipelines).")
+    generate.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="Classifier-free guidance (1: none; default: the pipeline's).",
+    )
+
+
+def _condition(pipe, args) -> dict:
+    """The pipeline call's conditioning from --class / --prompt, refused where the pipeline cannot take it."""
+    from .pipelines import KiitTextToImagePipeline
+
+    guidance = {} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}
+    if isinstance(pipe, KiitTextToImagePipeline):
+        if args.prompt is None or args.class_label is not None:
+            raise ValueError("This is a text-to-image pipeline: say what to draw with --prompt (and no --class).")
+        return {
+            "prompt": args.prompt,
+            "negative_prompt": args.negative_prompt,
+            "num_images_per_prompt": args.num_images,
+            **guidance,
+        }
+    if args.prompt is not None or args.negative_prompt is not None:
+        raise ValueError("This pipeline takes no prompt; --prompt is for text-to-image pipelines.")
+    condition = {"batch_size": args.num_images}
+    if args.class_label is not None:
+        condition.update(class_labels=args.class_label, **guidance)
+    elif guidance:
+        raise ValueError("--guidance-scale guides towards a --class (or a --prompt); give one.")
+    return condition
 
 
 def _add_compare(commands) -> None:
@@ -265,7 +300,7 @@ def _generate(args) -> str:
     steps = args.steps or pipe.scheduler.config.num_train_timesteps
     recorder = DenoisingRecorder.evenly(steps) if args.strip else None
     images = pipe(
-        batch_size=args.num_images,
+        **_condition(pipe, args),
         generator=torch.Generator("cpu").manual_seed(args.seed),  # the same images on every device
         num_inference_steps=steps,
         callback_on_step_end=recorder,

@@ -146,15 +146,18 @@ class KiitDDPMPipeline(DiffusionPipeline):
     # names before it finds out that it cannot load it; we refuse anything else first. The modules that ddpm-kiit
     # generates (`["unet_kiit_simple", "SimpleUNet2DModel"]`, ...) are allowed too: with the package imported,
     # Diffusers maps them to the package's classes and never runs the files.
-    allowed_component_libraries = ("ddpm_kiit", "diffusers")
+    allowed_component_libraries = ("ddpm_kiit", "diffusers", "transformers")
 
     @classmethod
     @package_only
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Loads like [`DiffusionPipeline.from_pretrained`], after checking that `model_index.json` names only
-        `ddpm_kiit` or `diffusers` components, or the modules ddpm-kiit writes beside the weights (a folder from a
-        stranger could name any importable module)."""
+        `ddpm_kiit`, `diffusers` or `transformers` components, or the modules ddpm-kiit writes beside the weights (a
+        folder from a stranger could name any importable module). A folder of a subclass (a
+        [`KiitTextToImagePipeline`]) loads as that subclass."""
         import json
+
+        from ..remote_code import pipeline_class_name
 
         index_path = os.path.join(str(pretrained_model_name_or_path), "model_index.json")
         if not os.path.isfile(index_path) and not os.path.isdir(str(pretrained_model_name_or_path)):
@@ -165,15 +168,18 @@ class KiitDDPMPipeline(DiffusionPipeline):
         if os.path.isfile(index_path):
             with open(index_path) as f:
                 index = json.load(f)
-            for component in ("unet", "scheduler"):
-                entry = index.get(component)
-                if isinstance(entry, list) and entry and entry[0] is not None and not is_generated_entry(entry):
-                    library = str(entry[0]).split(".")[0]
-                    if library not in cls.allowed_component_libraries:
-                        raise ValueError(
-                            f"model_index.json names {entry} for `{component}`; only components from "
-                            f"{cls.allowed_component_libraries} are loaded. Check where this pipeline came from."
-                        )
+            for component, entry in index.items():
+                if component.startswith("_") or not isinstance(entry, list) or not entry or entry[0] is None:
+                    continue
+                library = str(entry[0]).split(".")[0]
+                if not is_generated_entry(entry) and library not in cls.allowed_component_libraries:
+                    raise ValueError(
+                        f"model_index.json names {entry} for `{component}`; only components from "
+                        f"{cls.allowed_component_libraries} are loaded. Check where this pipeline came from."
+                    )
+            subclass = {c.__name__: c for c in cls.__subclasses__()}.get(pipeline_class_name(index))
+            if subclass is not None:
+                return subclass.from_pretrained(pretrained_model_name_or_path, **kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @needs_package
