@@ -29,6 +29,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
         "machine_limit.py",
         "malloc_settings.py",
         "main_job.py",
+        "class_guidance.py",
     ],
 )
 def test_benchmark_runs_in_quick_mode(script, monkeypatch, capsys):

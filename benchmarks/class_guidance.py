@@ -1,0 +1,152 @@
+"""Class-conditional MNIST against guidance: does the model draw the digit it is asked for, and how well?
+
+    python benchmarks/class_guidance.py PIPELINE [--num-per-class 1000] [--scales 0,1,2,3,5,7.5]
+        [--scheduler dpm-solver++-sde] [--steps 20] [--reference mnist-full] [--quick]
+
+PIPELINE is a class-conditional pipeline folder, e.g. the one that
+`accelerate launch examples/train.py --conditioning class --dataset_name mnist-full --output_dir OUT` writes. For each
+guidance scale and each class c, it draws `--num-per-class` digits with `class_labels=c` and reports:
+- accuracy: the share that the shipped MNIST classifier (`ddpm_kiit.evaluation.load_classifier("mnist")`, not the
+  model under test) reads as c;
+- FID of those digits against the reference set's test digits of class c, in that classifier's features, beside the
+  real-vs-real floor of class c at the same n (its training digits of class c against its test digits).
+Writes `benchmarks/results/class_guidance.json` and a plot, `docs/class_guidance.png`. `--quick` trains a tiny
+model for two steps and scores a handful of samples (the smoke test; it writes nothing).
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ddpm_kiit import KiitDDPMPipeline
+from ddpm_kiit.evaluation import frechet_distance, load_classifier
+from ddpm_kiit.evaluation.evaluate import extract_features, reference_images
+from ddpm_kiit.sampling import SCHEDULERS, swap_scheduler
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, train_run  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_scales(text: str) -> list:
+    scales = [float(value) for value in text.split(",")]
+    if any(scale < 0 for scale in scales):
+        raise argparse.ArgumentTypeError(f"guidance scales must be >= 0, got {text!r}")
+    return scales
+
+
+@torch.no_grad()
+def draw(pipe, label: int, count: int, scale: float, steps: int, seed: int, batch_size: int = 250) -> torch.Tensor:
+    """`count` digits of class `label` in [-1, 1], in seeded batches (the same noise for every scale)."""
+    batches = []
+    for index, start in enumerate(range(0, count, batch_size)):
+        images = pipe(
+            batch_size=min(batch_size, count - start),
+            class_labels=label,
+            guidance_scale=scale,
+            num_inference_steps=steps,
+            generator=torch.Generator().manual_seed(seed * 1_000_003 + label * 1009 + index),
+            output_type="pt",
+        ).images
+        batches.append(images.cpu() * 2 - 1)
+    return torch.cat(batches)
+
+
+def by_class(dataset: str, split: str, cache_dir=None) -> dict:
+    from ddpm_kiit.data import load_image_dataset
+
+    images = reference_images(dataset, split, 1, 32, cache_dir)
+    labels = torch.tensor(load_image_dataset(dataset, split=split, cache_dir=cache_dir)["label"])
+    return {label: images[labels == label] for label in range(10)}
+
+
+def measure(pipe, args) -> dict:
+    classifier = load_classifier("mnist")
+    test, train = by_class(args.reference, "test"), by_class(args.reference, "train")
+    n = min(args.num_per_class, *(len(images) for images in test.values()))
+    results = {"n_per_class": n, "floor_fid": {}, "scales": {}}
+    test_features = {c: extract_features(classifier, test[c][:n]) for c in range(10)}
+    for c in range(10):
+        results["floor_fid"][c] = frechet_distance(test_features[c], extract_features(classifier, train[c][:n]))
+    for scale in args.scales:
+        start, row = time.perf_counter(), {"accuracy": {}, "fid": {}}
+        for c in range(10):
+            samples = draw(pipe, c, n, scale, args.steps, args.seed)
+            predicted = torch.cat([classifier(samples[i : i + 500]).argmax(1) for i in range(0, n, 500)])
+            row["accuracy"][c] = (predicted == c).float().mean().item()
+            row["fid"][c] = frechet_distance(test_features[c], extract_features(classifier, samples))
+        row["mean_accuracy"] = sum(row["accuracy"].values()) / 10
+        row["mean_fid"] = sum(row["fid"].values()) / 10
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        results["scales"][str(scale)] = row
+        print(f"guidance {scale:g}: accuracy {row['mean_accuracy']:.4f}, class FID {row['mean_fid']:.2f} (mean of 10)")
+    floor = sum(results["floor_fid"].values()) / 10
+    results["mean_floor_fid"] = floor
+    print(f"real-vs-real class FID {floor:.2f} (mean of 10) at n = {n} per class")
+    return results
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scales = [float(s) for s in results["scales"]]
+    rows = list(results["scales"].values())
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    left.plot(scales, [100 * row["mean_accuracy"] for row in rows], marker="o")
+    left.set(xlabel="guidance scale", ylabel="asked class, % (shipped classifier)", title="Class accuracy")
+    right.plot(scales, [row["mean_fid"] for row in rows], marker="o", label="samples")
+    right.axhline(results["mean_floor_fid"], color="grey", linestyle="--", label="real vs real")
+    right.set(xlabel="guidance scale", ylabel="FID per class (mean of 10)", title="Quality")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pipeline", nargs="?", default=None, help="A class-conditional pipeline folder.")
+    parser.add_argument("--num-per-class", type=int, default=1000)
+    parser.add_argument("--scales", type=parse_scales, default=[0.0, 1.0, 2.0, 3.0, 5.0, 7.5])
+    parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="dpm-solver++-sde")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument(
+        "--reference", default="mnist-full", help="Where the per-class test and train digits come from."
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "class_guidance.json"))
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.quick:
+            args.pipeline = str(Path(scratch) / "tiny")
+            train_run(args.pipeline, 2, ["--conditioning", "class", "--resolution", "32"], quick=True)
+            args.num_per_class, args.scales, args.steps, args.reference = 4, [1.0, 3.0], 2, "mnist"
+        if args.pipeline is None:
+            parser.error("name a class-conditional pipeline folder (or pass --quick)")
+        pipe = KiitDDPMPipeline.from_pretrained(args.pipeline).enable_fast_inference()
+        if pipe.unet.config.num_class_embeds is None:
+            parser.error(f"{args.pipeline} is not class-conditional; train one with --conditioning class")
+        pipe = swap_scheduler(pipe, args.scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        results = measure(pipe, args)
+    if not args.quick:
+        results.update(
+            pipeline=args.pipeline, scheduler=args.scheduler, steps=args.steps, reference=args.reference,
+            machine=machine(torch.device("cpu")),
+        )  # fmt: skip
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        plot(results, ROOT / "docs" / "class_guidance.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
