@@ -26,6 +26,22 @@ def _save_pipeline(folder, scheduler):
     return str(folder)
 
 
+def _save_conditional_pipelines(root):
+    """A class-conditional pipeline of 10 classes and a text-to-image one with a tiny encoder of a few captions."""
+    from ddpm_kiit import KiitTextToImagePipeline
+    from ddpm_kiit.text import new_text_encoder, train_caption_tokenizer
+
+    torch.manual_seed(0)
+    unet = SimpleUNet2DModel(sample_size=16, in_channels=1, out_channels=1, num_class_embeds=10, **TINY)
+    KiitDDPMPipeline(unet=unet, scheduler=KiitDDPMScheduler(num_train_timesteps=40)).save_pretrained(root / "class")
+    tokenizer = train_caption_tokenizer(["red apple", "grinning face", "flag: India"], max_length=6)
+    encoder = new_text_encoder(tokenizer, hidden_size=16, num_layers=1, num_heads=2)
+    unet = SimpleUNet2DModel(sample_size=16, in_channels=3, out_channels=3, cross_attention_dim=16, **TINY)
+    scheduler = KiitDDPMScheduler(num_train_timesteps=40)
+    KiitTextToImagePipeline(unet, scheduler, encoder, tokenizer).save_pretrained(root / "text")
+    return str(root / "class"), str(root / "text")
+
+
 @pytest.fixture(scope="module")
 def pipelines(tmp_path_factory):
     root = tmp_path_factory.mktemp("app")
@@ -33,7 +49,8 @@ def pipelines(tmp_path_factory):
     blur = GaussianBlurScheduler(num_train_timesteps=10)
     blur.fit_initial_distribution(torch.rand(32, 1, 16, 16) * 2 - 1)
     cold = _save_pipeline(root / "cold", blur)
-    return {"root": root, "noise": noise, "cold": cold}
+    labelled, text = _save_conditional_pipelines(root)
+    return {"root": root, "noise": noise, "cold": cold, "class": labelled, "text": text}
 
 
 @pytest.fixture
@@ -66,6 +83,32 @@ def test_blur_pipelines_take_their_samplers_and_refuse_noise_ones(cache, pipelin
         generate(cache, pipelines["cold"], "ddim", steps=5)
     with pytest.raises(ValueError, match="is for blur pipelines"):
         generate(cache, pipelines["noise"], "blur-naive", steps=5)
+
+
+def test_class_and_prompt_inputs_reach_the_pipelines_that_take_them(cache, pipelines):
+    seven = generate(cache, pipelines["class"], "ddim", steps=3, num_images=2, class_label=7, guidance_scale=2.0)
+    assert len(seven["images"]) == 2 and "2 image(s) of class 7 (guidance 2)" in seven["info"]
+    unguided = generate(cache, pipelines["class"], "ddim", steps=3, num_images=2, guidance_scale=2.0)
+    assert "of class" not in unguided["info"], "no class: the slider's guidance is not applied"
+    apple = generate(
+        cache, pipelines["text"], "euler", steps=3, num_images=2, prompt="red apple", negative_prompt="flag: India"
+    )
+    assert len(apple["images"]) == 2 and 'of "red apple", not "flag: India"' in apple["info"]
+    assert apple["images"][0].size == (16, 16) and apple["images"][0].mode == "RGB"
+    with pytest.raises(ValueError, match="say what to draw with a prompt"):
+        generate(cache, pipelines["text"], "ddim", steps=3)
+    with pytest.raises(ValueError, match="takes no prompt"):
+        generate(cache, pipelines["noise"], "ddim", steps=3, prompt="red apple")
+    with pytest.raises(ValueError, match="must lie in 0..9"):
+        generate(cache, pipelines["class"], "ddim", steps=3, class_label=12)
+    with pytest.raises(ValueError, match="this pipeline's unet is unconditional"):
+        generate(cache, pipelines["noise"], "ddim", steps=3, class_label=1)
+
+
+def test_learn_tab_works_on_conditional_pipelines_without_a_condition(cache, pipelines):
+    for kind in ("class", "text"):
+        assert forward(cache, pipelines[kind], None, t=20, seed=0)["noisy"].size == (128, 128)
+        assert "Started at t = " in reverse(cache, pipelines[kind], None, t=10, seed=0)["info"]
 
 
 def test_switching_schedulers_leaves_the_cached_pipeline_alone(cache, pipelines):
@@ -202,6 +245,10 @@ def test_the_api_returns_images(served):
         served["noise"], "kiit", 3, 0, 1, "fixed_large", True, 1.5, api_name="/generate"
     )
     assert "(fixed_large, thresholded at 1.5)" in options_info
+    *_, text_info, _ = client.predict(
+        served["text"], "ddim", 3, 0, 2, "default", False, 1.5, "", "red apple", "", 4.0, api_name="/generate"
+    )
+    assert '2 image(s) of "red apple" (guidance 4)' in text_info
     images = [Image.open(item["image"]) for item in gallery]
     assert images[0].size == (16, 16) and Image.open(strip).height == 2 * 64
     assert Image.open(download).size == (3 * 16, 16)
@@ -347,6 +394,22 @@ def test_the_app_in_a_browser(served, browser_page):
     page.wait_for_function("previous => document.querySelector('#noisy img')?.src !== previous", arg=slightly)
     very = page.get_attribute("#noisy img", "src")
     assert np.abs(_pixels(page, slightly) - _pixels(page, very)).mean() > 2  # x0 is an untrained model's noisy sample
+
+    # A class-conditional pipeline with a class typed in, then a text-to-image one with a prompt.
+    page.get_by_role("tab", name="Generate").click()
+    shown = _gallery(page)
+    for pipeline, box, value, said in (
+        (served["class"], "#class", "3", "of class 3"),
+        (served["text"], "#prompt", "red apple", 'of "red apple"'),
+    ):
+        page.locator("#class textarea, #class input").first.fill("")
+        page.locator(f"{box} textarea, {box} input").first.fill(value)
+        pipeline_box = page.get_by_label("Pipeline", exact=True)
+        pipeline_box.fill(pipeline)
+        pipeline_box.press("Enter")
+        page.click("#generate")
+        shown = _gallery(page, previous=shown)
+        page.wait_for_function("said => document.querySelector('#generate-info')?.innerText.includes(said)", arg=said)
 
     output = os.environ.get("DDPM_KIIT_TEST_OUTPUT", os.path.join(os.path.dirname(__file__), "..", "test-output"))
     os.makedirs(output, exist_ok=True)

@@ -235,6 +235,6 @@ def test_cli_generates_a_class_and_a_prompt_and_refuses_the_wrong_one(tmp_path, 
         assert main(["generate", str(tmp_path / folder), *flags, *common, "--out", str(out)]) == 2
         assert not out.exists()
     errors = capsys.readouterr().err
-    assert "takes no prompt" in errors and "say what to draw with --prompt" in errors
+    assert "takes no prompt" in errors and "say what to draw with a prompt" in errors
     assert main(["generate", str(tmp_path / "class"), "--class", "10", *common, "--out", str(digits), "--overwrite"])
     assert "must lie in 0..9" in capsys.readouterr().err

@@ -29,13 +29,15 @@ from diffusers.utils import make_image_grid
 from PIL import Image
 
 from .images import model_image_size, pil_to_tensor, tensor_to_pil
-from .pipelines import KiitDDPMPipeline
+from .pipelines import KiitDDPMPipeline, KiitTextToImagePipeline
+from .pipelines.pipeline_kiit_ddpm import DEFAULT_GUIDANCE_SCALE
 from .remote_code import pipeline_class_name, remote_code_paths
 from .sampling import (
     SCHEDULERS,
     VARIANCE_TYPES,
     check_scheduler_options,
     check_variance_fits_model,
+    condition_kwargs,
     describe_options,
     scheduler_options,
     swap_scheduler,
@@ -68,7 +70,7 @@ class AppLimits:
 # weights and tokenizer files. Never pickles; of code, only the module files ddpm-kiit generates, which the app
 # never runs (the installed package's classes stand for them).
 _NEEDED_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
-_APP_PIPELINES = {KiitDDPMPipeline.__name__}
+_APP_PIPELINES = {KiitDDPMPipeline.__name__, KiitTextToImagePipeline.__name__}
 
 
 def hub_files_to_fetch(repo_id: str, max_download_mb: float, revision: Optional[str] = None) -> Tuple[str, list]:
@@ -244,6 +246,12 @@ def _blurs(scheduler) -> bool:
     return isinstance(scheduler, BlurSchedulerMixin)
 
 
+def _unconditional(pipe: KiitDDPMPipeline) -> Dict:
+    """What a pipeline call needs to draw without a condition: the empty prompt for a text-to-image pipeline (once,
+    unguided); nothing for the others (a class model then uses its null label)."""
+    return {"prompt": "", "guidance_scale": 1.0} if isinstance(pipe, KiitTextToImagePipeline) else {}
+
+
 def _fast_scheduler(pipe: KiitDDPMPipeline) -> str:
     """The scheduler the Learn tab samples with: DDIM for noise, the pipeline's own for blur."""
     return "default" if _blurs(pipe.scheduler) else "ddim"
@@ -260,7 +268,7 @@ def with_scheduler(pipe: KiitDDPMPipeline, name: str, **options) -> KiitDDPMPipe
     options = check_scheduler_options(options)
     if blurs and options:
         raise ValueError("Variance types and thresholding are for noise pipelines; this one blurs. Leave them off.")
-    copy = KiitDDPMPipeline(unet=pipe.unet, scheduler=pipe.scheduler)
+    copy = type(pipe)(**pipe.components)  # the same modules; its scheduler is replaced below
     if name == "default":
         copy.scheduler = type(pipe.scheduler).from_config(config, **scheduler_options(type(pipe.scheduler), options))
         if not blurs:
@@ -304,10 +312,16 @@ def generate(
     variance_type: Optional[str] = None,
     thresholding: bool = False,
     sample_max_value: Optional[float] = None,
+    class_label: Optional[int] = None,
+    prompt: Optional[str] = None,
+    negative_prompt: Optional[str] = None,
+    guidance_scale: Optional[float] = None,
 ) -> Dict:
     """Samples `num_images` images; returns them, the denoising strip of the first one, a grid and the seconds.
     `variance_type` (DDPM schedulers) and `thresholding` with `sample_max_value` (every scheduler that has it) are
-    applied where the scheduler takes them; the info line names those used."""
+    applied where the scheduler takes them; the info line names those used. `class_label` (class-conditional
+    pipelines) or `prompt` and `negative_prompt` (text-to-image pipelines) say what to draw, with classifier-free
+    guidance of `guidance_scale`."""
     limits = cache.limits
     num_images = _check_int("Number of images", num_images, 1, limits.max_images)
     seed = _check_int("Seed", seed, 0, 2**32 - 1)
@@ -327,9 +341,13 @@ def generate(
             on_step(index + 1, steps)
         return {}
 
+    conditional = class_label is not None or prompt is not None
+    asked = condition_kwargs(
+        pipe, num_images, class_label, prompt, negative_prompt, guidance_scale if conditional else None
+    )
     start = time.perf_counter()
     images = pipe(
-        batch_size=num_images,
+        **asked,
         generator=torch.Generator().manual_seed(seed),
         num_inference_steps=steps,
         callback_on_step_end=callback,
@@ -343,13 +361,25 @@ def generate(
         "grid": image_grid(images),
         "seconds": seconds,
         "info": (
-            f"{num_images} image(s), {type(pipe.scheduler).__name__}"
+            f"{num_images} image(s){_describe_condition(asked)}, {type(pipe.scheduler).__name__}"
             f"{describe_options(scheduler_options(type(pipe.scheduler), check_scheduler_options(options)))}, "
             f"{steps} steps, seed {seed}{precision}: "
             f"{seconds:.2f} s. "
             f"The strip shows x_t (top) and the predicted x0 (bottom) at {len(recorder.steps)} steps."
         ),
     }
+
+
+def _describe_condition(asked: Dict) -> str:
+    """What was asked for, for the info line: ' of class 7 (guidance 3)', ' of "red apple" (guidance 3)'."""
+    if "prompt" in asked:
+        negative = f', not "{asked["negative_prompt"]}"' if asked.get("negative_prompt") else ""
+        what = f' of "{asked["prompt"]}"{negative}'
+    elif "class_labels" in asked:
+        what = f" of class {asked['class_labels']}"
+    else:
+        return ""
+    return what + (f" (guidance {asked['guidance_scale']:g})" if "guidance_scale" in asked else "")
 
 
 def _to_tensor(image, pipe: KiitDDPMPipeline) -> torch.Tensor:
@@ -379,7 +409,10 @@ class SampleCache:
                 return self._samples[pipe.unet][seed]
         fast = with_scheduler(pipe, _fast_scheduler(pipe))
         steps = min(50, fast.scheduler.config.num_train_timesteps)
-        sample = fast(generator=torch.Generator().manual_seed(seed), num_inference_steps=steps, output_type="pt")
+        sample = fast(
+            generator=torch.Generator().manual_seed(seed), num_inference_steps=steps, output_type="pt",
+            **_unconditional(fast),
+        )  # fmt: skip
         sample = sample.images.cpu() * 2 - 1
         with self._lock:
             seeds = self._samples.setdefault(pipe.unet, OrderedDict())
@@ -463,6 +496,7 @@ def reverse(
         return {}
 
     result = fast(
+        **_unconditional(fast),
         generator=torch.Generator().manual_seed(seed),
         num_inference_steps=steps,
         image=clean,
@@ -511,6 +545,16 @@ def score_guess(guess: int, t: int, total: int) -> Tuple[int, str]:
 # ------------------------------------------------------------------------------------------------------- the UI
 
 
+def _class_from_text(text) -> Optional[int]:
+    """The class box's text as a label: empty for none, else a whole number."""
+    text = "" if text is None else str(text).strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValueError(f"The class must be a whole number such as 7, or empty for none; got {text!r}.")
+    return int(text)
+
+
 class _Handlers:
     """The functions behind the app's buttons: they call the plain functions above and turn their errors into
     messages for the page."""
@@ -546,6 +590,10 @@ class _Handlers:
         variance="default",
         thresholding=False,
         threshold=1.5,
+        class_label="",
+        prompt="",
+        negative_prompt="",
+        guidance=DEFAULT_GUIDANCE_SCALE,
         progress=None,
     ):
         result = generate(
@@ -559,6 +607,10 @@ class _Handlers:
             variance_type=None if variance == "default" else variance,
             thresholding=bool(thresholding),
             sample_max_value=threshold,
+            class_label=_class_from_text(class_label),
+            prompt=prompt or None,
+            negative_prompt=negative_prompt or None,
+            guidance_scale=guidance,
         )
         path = self.downloads.save(result["grid"], f"samples-seed{int(seed)}")
         return result["images"], result["strip"], result["info"], str(path)
@@ -634,8 +686,15 @@ def _generate_tab(gr, limits: AppLimits) -> Dict:
             threshold = gr.Number(
                 value=1.5, minimum=0.01, label="Threshold max (sample_max_value; 1 = clipping)", elem_id="threshold"
             )
+        with gr.Row():
+            conditions = [
+                gr.Textbox("", label="Class: a number (class-conditional pipelines; empty: none)", elem_id="class"),
+                gr.Textbox("", label="Prompt (text-to-image pipelines)", elem_id="prompt"),
+                gr.Textbox("", label="Negative prompt", elem_id="negative-prompt"),
+                gr.Slider(0, 10, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance scale", elem_id="guidance"),
+            ]
         return {
-            "inputs": [scheduler, steps, seed, count, variance, thresholding, threshold],
+            "inputs": [scheduler, steps, seed, count, variance, thresholding, threshold, *conditions],
             "steps": steps,
             "run": gr.Button("Generate", variant="primary", elem_id="generate"),
             "outputs": [

@@ -73,30 +73,6 @@ def _add_generate(commands) -> None:
     )
 
 
-def _condition(pipe, args) -> dict:
-    """The pipeline call's conditioning from --class / --prompt, refused where the pipeline cannot take it."""
-    from .pipelines import KiitTextToImagePipeline
-
-    guidance = {} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}
-    if isinstance(pipe, KiitTextToImagePipeline):
-        if args.prompt is None or args.class_label is not None:
-            raise ValueError("This is a text-to-image pipeline: say what to draw with --prompt (and no --class).")
-        return {
-            "prompt": args.prompt,
-            "negative_prompt": args.negative_prompt,
-            "num_images_per_prompt": args.num_images,
-            **guidance,
-        }
-    if args.prompt is not None or args.negative_prompt is not None:
-        raise ValueError("This pipeline takes no prompt; --prompt is for text-to-image pipelines.")
-    condition = {"batch_size": args.num_images}
-    if args.class_label is not None:
-        condition.update(class_labels=args.class_label, **guidance)
-    elif guidance:
-        raise ValueError("--guidance-scale guides towards a --class (or a --prompt); give one.")
-    return condition
-
-
 def _add_compare(commands) -> None:
     compare = commands.add_parser("compare-schedulers", help="One pipeline, one seed, several schedulers.")
     compare.add_argument("pipeline", help=f"Pipeline folder, Hub id, or the name of a shipped one ({SHIPPED_NAMES}).")
@@ -287,7 +263,7 @@ def _train_classifier(args) -> str:
 def _generate(args) -> str:
     import torch
 
-    from .sampling import load_pipeline, swap_scheduler, write_image_atomically
+    from .sampling import condition_kwargs, load_pipeline, swap_scheduler, write_image_atomically
     from .visualize import DenoisingRecorder, image_grid
 
     # Checked before sampling so that a long run is not wasted on an output that cannot be written.
@@ -300,7 +276,9 @@ def _generate(args) -> str:
     steps = args.steps or pipe.scheduler.config.num_train_timesteps
     recorder = DenoisingRecorder.evenly(steps) if args.strip else None
     images = pipe(
-        **_condition(pipe, args),
+        **condition_kwargs(
+            pipe, args.num_images, args.class_label, args.prompt, args.negative_prompt, args.guidance_scale
+        ),
         generator=torch.Generator("cpu").manual_seed(args.seed),  # the same images on every device
         num_inference_steps=steps,
         callback_on_step_end=recorder,

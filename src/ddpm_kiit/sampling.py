@@ -122,6 +122,32 @@ def describe_options(options: Dict) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
+def condition_kwargs(
+    pipe,
+    num_images: int,
+    class_label: Optional[int] = None,
+    prompt: Optional[str] = None,
+    negative_prompt: Optional[str] = None,
+    guidance_scale: Optional[float] = None,
+) -> Dict:
+    """The pipeline call's arguments for `num_images` images of `class_label` or `prompt` (what the command line's
+    and the app's class and prompt inputs mean), refused where the pipeline cannot take them."""
+    from .pipelines import KiitTextToImagePipeline
+
+    guidance = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+    if isinstance(pipe, KiitTextToImagePipeline):
+        if prompt is None or class_label is not None:
+            raise ValueError("This is a text-to-image pipeline: say what to draw with a prompt (and no class).")
+        return {"prompt": prompt, "negative_prompt": negative_prompt, "num_images_per_prompt": num_images, **guidance}
+    if prompt is not None or negative_prompt is not None:
+        raise ValueError("This pipeline takes no prompt; prompts are for text-to-image pipelines.")
+    if class_label is None:
+        if guidance:
+            raise ValueError("A guidance scale guides towards a class (or a prompt); give one.")
+        return {"batch_size": num_images}
+    return {"batch_size": num_images, "class_labels": class_label, **guidance}
+
+
 def load_pipeline(path_or_id: str, device: str = "cpu") -> KiitDDPMPipeline:
     """Loads a saved pipeline (folder or Hub id) for sampling."""
     if os.path.sep in path_or_id or path_or_id.startswith("."):

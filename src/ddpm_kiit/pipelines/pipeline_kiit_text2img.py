@@ -122,6 +122,8 @@ class KiitTextToImagePipeline(KiitDDPMPipeline):
         callback_on_step_end: Optional[Callable[["KiitTextToImagePipeline", int, int, Dict], Dict]] = None,
         callback_on_step_end_tensor_inputs: List[str] = ["latents"],
         eta: float = 0.0,
+        image: Optional[torch.Tensor] = None,
+        start_timestep: Optional[int] = None,
     ) -> Union[ImagePipelineOutput, Tuple]:
         r"""
         Generates images that show `prompt`.
@@ -135,8 +137,9 @@ class KiitTextToImagePipeline(KiitDDPMPipeline):
             num_inference_steps (`int`, *optional*): Denoising steps; `None` means every training timestep.
             generator (`torch.Generator`, *optional*): Makes generation deterministic.
             prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): Precomputed text encoder outputs.
-            output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs, eta: As in
-                [`KiitDDPMPipeline.__call__`].
+            output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs, eta, image,
+                start_timestep: As in [`KiitDDPMPipeline.__call__`] (`image` and `start_timestep`: SDEdit towards the
+                prompt from a degraded picture).
 
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images, grouped by prompt.
@@ -146,6 +149,11 @@ class KiitTextToImagePipeline(KiitDDPMPipeline):
         )
         self._check_inputs(batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs, eta)
         callback = (callback_on_step_end, callback_on_step_end_tensor_inputs)
+        if image is None and start_timestep is not None:
+            raise ValueError("`start_timestep` is where `image` is degraded to; pass an `image` with it.")
+        shape = (batch_size, self.unet.config.in_channels, *self._sample_shape())
+        image = None if image is None else self._check_image(image, shape)
         return self._generate(
-            batch_size, generator, num_inference_steps, output_type, return_dict, callback, eta, None, None, guidance
-        )
+            batch_size, generator, num_inference_steps, output_type, return_dict, callback, eta, image,
+            start_timestep, guidance,
+        )  # fmt: skip

@@ -144,7 +144,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
     # names before it finds out that it cannot load it; we refuse anything else first. The modules that ddpm-kiit
     # generates (`["unet_kiit_simple", "SimpleUNet2DModel"]`, ...) are allowed too: with the package imported,
     # Diffusers maps them to the package's classes and never runs the files.
-    allowed_component_libraries = ("ddpm_kiit", "diffusers")
+    allowed_component_libraries = ("ddpm_kiit", "diffusers", "transformers")
 
     def save_pretrained(self, *args, **kwargs):
         raise NotImplementedError(
@@ -247,6 +247,10 @@ class KiitDDPMPipeline(DiffusionPipeline):
         """
         self._check_inputs(batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs, eta)
         guidance = self.prepare_class_guidance(class_labels, guidance_scale, batch_size)
+        if image is not None:
+            image = self._check_image(image, (batch_size, self.unet.config.in_channels, *self._sample_shape()))
+        elif start_timestep is not None:
+            raise ValueError("`start_timestep` is where `image` is degraded to; pass an `image` with it.")
         return self._generate(
             batch_size,
             generator,
@@ -259,6 +263,11 @@ class KiitDDPMPipeline(DiffusionPipeline):
             start_timestep,
             guidance,
         )
+
+    def _sample_shape(self) -> Tuple[int, int]:
+        """Height and width of the images the unet samples (`sample_size`, an int or a pair)."""
+        size = self.unet.config.sample_size
+        return (size, size) if isinstance(size, int) else tuple(size)
 
     def prepare_class_guidance(self, class_labels, guidance_scale: float, batch_size: int) -> ClassifierFreeGuidance:
         """The unet's keyword arguments for `class_labels` and the null label, checked against the unet's classes."""
@@ -301,15 +310,8 @@ class KiitDDPMPipeline(DiffusionPipeline):
     ):
         """Sampling proper, for every conditioning: start, denoise, convert."""
         step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-        config = self.unet.config
-        size = config.sample_size
-        height, width = (size, size) if isinstance(size, int) else tuple(size)
-        shape = (batch_size, config.in_channels, height, width)
+        shape = (batch_size, self.unet.config.in_channels, *self._sample_shape())
         device = self._execution_device
-        if image is not None:
-            image = self._check_image(image, shape)
-        elif start_timestep is not None:
-            raise ValueError("`start_timestep` is where `image` is degraded to; pass an `image` with it.")
 
         timesteps = self.get_timesteps(num_inference_steps, device, start_timestep)
         latents = self.prepare_latents(
