@@ -21,7 +21,7 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
-from .timestep_checks import TimestepCheck
+from .timestep_checks import TimestepCheck, UnscaledModelInput
 
 BLUR_SCHEDULES = ("linear", "geometric")
 BOUNDARIES = ("reflect", "circular")
@@ -129,7 +129,7 @@ class GaussianBlur:
         return blurred.to(images.dtype)
 
 
-class BlurSchedulerMixin(SchedulerMixin, ConfigMixin):
+class BlurSchedulerMixin(UnscaledModelInput, SchedulerMixin, ConfigMixin):
     """
     What [`ColdDiffusionScheduler`] and [`BlurringDiffusionScheduler`] share: the blur-width schedule and `blur`, and
     the sampling chain. A subclass's `__init__` calls `_init_blur` with its config; it defines `_reverse_step` (its
@@ -177,12 +177,6 @@ class BlurSchedulerMixin(SchedulerMixin, ConfigMixin):
         if isinstance(checked, int):
             checked = torch.tensor([checked], device=images.device)
         return checked.to(images.device).reshape(-1).expand(images.shape[0])
-
-    def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
-        """Blur schedulers do not scale the model's input; a `timestep` given is checked like `step`'s."""
-        if timestep is not None:
-            self._check_timesteps(timestep, "timestep", sample.shape[0] if sample.ndim else None)
-        return sample
 
     def set_timesteps(
         self,

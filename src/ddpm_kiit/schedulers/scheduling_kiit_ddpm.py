@@ -13,7 +13,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .timestep_checks import TimestepCheck
+from .timestep_checks import TimestepCheck, UnscaledModelInput
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -59,7 +59,7 @@ def _betas_float64(
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
 
 
-class KiitDDPMScheduler(SchedulerMixin, ConfigMixin):
+class KiitDDPMScheduler(UnscaledModelInput, SchedulerMixin, ConfigMixin):
     """
     The denoising diffusion probabilistic model of Ho et al. 2020 with the KIIT talk's defaults.
 
@@ -223,13 +223,6 @@ class KiitDDPMScheduler(SchedulerMixin, ConfigMixin):
             )
         if not isinstance(config.steps_offset, int) or config.steps_offset < 0:
             raise ValueError(f"`steps_offset` must be an integer >= 0, got {config.steps_offset!r}.")
-
-    def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
-        """DDPM does not scale its input; here for interchangeability with the other schedulers. A `timestep` given
-        is checked like `step`'s."""
-        if timestep is not None:
-            self._check_timesteps(timestep, "timestep", sample.shape[0] if sample.ndim else None)
-        return sample
 
     def set_timesteps(
         self,

@@ -99,3 +99,13 @@ class TimestepCheck:
         stamp = _stamp(timesteps)
         self._last = None if stamp is None else (*stamp, low)
         return timesteps
+
+
+class UnscaledModelInput:
+    """`scale_model_input` of the schedulers whose model input is the sample itself (DDPM, the blur processes): the
+    sample unchanged, after the same check of a given `timestep` as `step` makes. Needs `self._check_timesteps`."""
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
+        if timestep is not None:
+            self._check_timesteps(timestep, "timestep", sample.shape[0] if sample.ndim else None)
+        return sample

@@ -102,6 +102,16 @@ class TimestepCheck:
         return timesteps
 
 
+class UnscaledModelInput:
+    """`scale_model_input` of the schedulers whose model input is the sample itself (DDPM, the blur processes): the
+    sample unchanged, after the same check of a given `timestep` as `step` makes. Needs `self._check_timesteps`."""
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
+        if timestep is not None:
+            self._check_timesteps(timestep, "timestep", sample.shape[0] if sample.ndim else None)
+        return sample
+
+
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
@@ -146,7 +156,7 @@ def _betas_float64(
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
 
 
-class KiitDDPMScheduler(SchedulerMixin, ConfigMixin):
+class KiitDDPMScheduler(UnscaledModelInput, SchedulerMixin, ConfigMixin):
     """
     The denoising diffusion probabilistic model of Ho et al. 2020 with the KIIT talk's defaults.
 
@@ -310,13 +320,6 @@ class KiitDDPMScheduler(SchedulerMixin, ConfigMixin):
             )
         if not isinstance(config.steps_offset, int) or config.steps_offset < 0:
             raise ValueError(f"`steps_offset` must be an integer >= 0, got {config.steps_offset!r}.")
-
-    def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
-        """DDPM does not scale its input; here for interchangeability with the other schedulers. A `timestep` given
-        is checked like `step`'s."""
-        if timestep is not None:
-            self._check_timesteps(timestep, "timestep", sample.shape[0] if sample.ndim else None)
-        return sample
 
     def set_timesteps(
         self,
