@@ -238,3 +238,31 @@ def test_cli_generates_a_class_and_a_prompt_and_refuses_the_wrong_one(tmp_path, 
     assert "takes no prompt" in errors and "say what to draw with a prompt" in errors
     assert main(["generate", str(tmp_path / "class"), "--class", "10", *common, "--out", str(digits), "--overwrite"])
     assert "must lie in 0..9" in capsys.readouterr().err
+
+
+def test_cards_of_conditional_pipelines_show_how_to_ask(tmp_path, text_pipe, class_pipe):
+    class_pipe.save_pretrained(tmp_path / "class")
+    text_pipe.save_pretrained(tmp_path / "text")
+    class_card = (tmp_path / "class" / "README.md").read_text()
+    text_card = (tmp_path / "text" / "README.md").read_text()
+    assert "pipe(class_labels=[7] * 4, guidance_scale=3.0, batch_size=4" in class_card
+    assert "It draws one of 10 classes" in class_card and "Unconditional: there is no way" not in class_card
+    assert 'pipe("red apple", num_images_per_prompt=4, guidance_scale=3.0' in text_card
+    assert "pipeline_tag: text-to-image" in text_card
+
+
+def test_half_precision_variant_folders_load_in_float32_without_naming_the_variant(tmp_path, class_pipe):
+    from diffusers import DiffusionPipeline
+
+    class_pipe.unet.half()
+    class_pipe.save_pretrained(tmp_path, variant="fp16")
+    assert [p.name for p in (tmp_path / "unet").glob("*.safetensors")] == ["diffusion_pytorch_model.fp16.safetensors"]
+    assert 'from_pretrained("path/to/this/folder", variant="fp16")' in (tmp_path / "README.md").read_text()
+    loaded = KiitDDPMPipeline.from_pretrained(tmp_path)
+    assert loaded.unet.dtype == torch.float32
+    stock = DiffusionPipeline.from_pretrained(tmp_path, variant="fp16")
+    for ours, theirs in zip(loaded.unet.parameters(), stock.unet.parameters()):
+        assert torch.equal(ours, theirs)
+    class_pipe.unet.float()
+    for ours, original in zip(loaded.unet.parameters(), class_pipe.unet.parameters()):
+        torch.testing.assert_close(ours, original.half().float(), rtol=0, atol=0)

@@ -67,6 +67,7 @@ def _variant_name(config) -> str:
     return config.attention_type or "simple"
 
 
+UNCONDITIONAL = "Unconditional: there is no way to ask for a given class or prompt."
 NOT_RECORDED = (
     "This pipeline was saved with `save_pretrained` outside `ddpm-kiit train`, so its training command was not "
     "recorded."
@@ -93,6 +94,18 @@ def _describe_scheduler(config) -> str:
     )
 
 
+def _conditioning(pipe) -> tuple:
+    """The Hub task of a pipeline, the arguments of the card's example call, and what it cannot do."""
+    config = pipe.unet.config
+    if getattr(config, "cross_attention_dim", None) is not None:
+        return "text-to-image", '"red apple", num_images_per_prompt=4, guidance_scale=3.0', []
+    num_classes = getattr(config, "num_class_embeds", None)
+    if num_classes is not None:
+        example = f"class_labels=[{min(7, num_classes - 1)}] * 4, guidance_scale=3.0, batch_size=4"
+        return "unconditional-image-generation", example, [f"It draws one of {num_classes} classes; no prompts."]
+    return "unconditional-image-generation", "batch_size=4", [UNCONDITIONAL]
+
+
 def render_model_card(
     pipe,
     training_command: str = NOT_RECORDED,
@@ -102,18 +115,20 @@ def render_model_card(
     quality: Optional[str] = None,
     datasets=None,
     license: str = "apache-2.0",
+    variant: Optional[str] = None,
 ) -> ModelCard:
-    """A model card for a pipeline of ours: metadata the Hub validates, usage, training, samples, limitations."""
+    """A model card for a pipeline of ours: metadata the Hub validates, usage, training, samples, limitations.
+    `variant` names the weights' variant (`"fp16"`), which the usage snippets then load."""
     unet, scheduler = pipe.unet, pipe.scheduler
-    variant = _variant_name(unet.config)
+    model_variant = _variant_name(unet.config)
+    task, call_arguments, limitations = _conditioning(pipe)
     card_data = ModelCardData(
         library_name="diffusers",
-        pipeline_tag="unconditional-image-generation",
+        pipeline_tag=task,
         license=license,
-        tags=["ddpm", "ddpm_kiit", f"ddpm_kiit-{variant}", "unconditional-image-generation"],
+        tags=["ddpm", "ddpm_kiit", f"ddpm_kiit-{model_variant}", task],
         datasets=datasets,
     )
-    limitations = ["Unconditional: there is no way to ask for a given class or prompt."]
     sconfig = scheduler.config
     alpha_bar_T = _terminal_alpha_bar(scheduler)
     if alpha_bar_T is not None and alpha_bar_T > NOT_PURE_NOISE_ALPHA_BAR:
@@ -135,7 +150,9 @@ def render_model_card(
         return ModelCard.from_template(
             card_data,
             template_path=str(template_path),
-            title=f"ddpm-kiit {variant} SimpleUNet",
+            title=f"ddpm-kiit {model_variant} SimpleUNet",
+            call_arguments=call_arguments,
+            load_arguments=f', variant="{variant}"' if variant else "",
             model_class=type(unet).__name__,
             variant_description=_describe_unet(unet),
             num_parameters=f"{sum(p.numel() for p in unet.parameters()):,}",
@@ -235,9 +252,12 @@ def _replace_section(text: str, title: str, section: str) -> str:
     return text + "\n" + section
 
 
-def update_card_usage(folder: os.PathLike, pipe, repo_id_or_path: Optional[str] = None) -> Path:
-    """Replaces the `## Usage` section of the card in `folder` with the current template's, for `pipe`, keeping the
-    rest (training command, samples, quality). `repo_id_or_path` defaults to the one the card's snippet loads."""
+def update_card_usage(
+    folder: os.PathLike, pipe, repo_id_or_path: Optional[str] = None, variant: Optional[str] = None
+) -> Path:
+    """Replaces the `## Usage` section of the card in `folder` with the current template's, for `pipe` (and weights of
+    `variant`), keeping the rest (training command, samples, quality). `repo_id_or_path` defaults to the one the
+    card's snippet loads."""
     import re
 
     path = Path(folder) / "README.md"
@@ -247,7 +267,7 @@ def update_card_usage(folder: os.PathLike, pipe, repo_id_or_path: Optional[str] 
     if repo_id_or_path is None:
         found = re.search(r'from_pretrained\("([^"]+)"', card.text)
         repo_id_or_path = found.group(1) if found else "path/to/this/folder"
-    fresh = render_model_card(pipe, repo_id_or_path=repo_id_or_path).text
+    fresh = render_model_card(pipe, repo_id_or_path=repo_id_or_path, variant=variant).text
     usage = re.search(r"^## Usage\n.*?(?=^## |\Z)", fresh, re.M | re.S).group(0)
     card.text = _replace_section(card.text, "Usage", usage)
     with atomic_file(path) as partial:

@@ -46,6 +46,19 @@ class ClassifierFreeGuidance:
         return torch.cat([guided, conditional[:, channels:]], dim=1)
 
 
+def _only_variant(folder) -> Optional[str]:
+    """The weights variant of a local pipeline folder whose unet has only variant weights (`*.fp16.safetensors`),
+    else None."""
+    unet = os.path.join(str(folder), "unet")
+    if not os.path.isdir(unet):
+        return None
+    weights = [name for name in os.listdir(unet) if name.endswith(".safetensors")]
+    variants = {name.split(".")[-2] for name in weights if name.count(".") >= 2}
+    if weights and len(variants) == 1 and all(name.count(".") >= 2 for name in weights):
+        return variants.pop()
+    return None
+
+
 def check_guidance_scale(guidance_scale) -> float:
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
         raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}.")
@@ -180,6 +193,9 @@ class KiitDDPMPipeline(DiffusionPipeline):
             subclass = {c.__name__: c for c in cls.__subclasses__()}.get(pipeline_class_name(index))
             if subclass is not None:
                 return subclass.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if "variant" not in kwargs and _only_variant(pretrained_model_name_or_path) is not None:
+            # A folder that holds only half-precision weights (the shipped pipelines): load those, in float32.
+            kwargs["variant"] = _only_variant(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @needs_package
@@ -199,7 +215,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
         push_to_hub = kwargs.pop("push_to_hub", False)
         super().save_pretrained(save_directory, *args, **kwargs)
         write_remote_code(self, save_directory)
-        write_model_card(self, save_directory, **(model_card_kwargs or {}))
+        write_model_card(self, save_directory, **{"variant": kwargs.get("variant"), **(model_card_kwargs or {})})
         if push_to_hub:
             repo_id = kwargs.get("repo_id", os.path.basename(os.path.normpath(save_directory)))
             self.push_to_hub(repo_id, token=kwargs.get("token"), private=kwargs.get("private"))
