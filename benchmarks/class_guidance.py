@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, train_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+POOLED_PER_CLASS = 200
 
 
 def parse_scales(text: str) -> list:
@@ -70,26 +71,70 @@ def measure(pipe, args) -> dict:
     classifier = load_classifier("mnist")
     test, train = by_class(args.reference, "test"), by_class(args.reference, "train")
     n = min(args.num_per_class, *(len(images) for images in test.values()))
-    results = {"n_per_class": n, "floor_fid": {}, "scales": {}}
+    pooled = min(n, POOLED_PER_CLASS)
+    results = {"n_per_class": n, "floor_fid": {}, "scales": {}, "pooled_n": 10 * pooled}
     test_features = {c: extract_features(classifier, test[c][:n]) for c in range(10)}
     for c in range(10):
         results["floor_fid"][c] = frechet_distance(test_features[c], extract_features(classifier, train[c][:n]))
+    # All ten classes together, `pooled` digits of each, as the unconditional pipelines are scored (same n).
+    pooled_test = torch.cat([features[:pooled] for features in test_features.values()])
+    pooled_train = torch.cat([extract_features(classifier, train[c][:pooled]) for c in range(10)])
+    results["pooled_floor_fid"] = frechet_distance(pooled_test, pooled_train)
     for scale in args.scales:
-        start, row = time.perf_counter(), {"accuracy": {}, "fid": {}}
+        start, row, drawn = time.perf_counter(), {"accuracy": {}, "fid": {}}, []
         for c in range(10):
             samples = draw(pipe, c, n, scale, args.steps, args.seed)
             predicted = torch.cat([classifier(samples[i : i + 500]).argmax(1) for i in range(0, n, 500)])
             row["accuracy"][c] = (predicted == c).float().mean().item()
-            row["fid"][c] = frechet_distance(test_features[c], extract_features(classifier, samples))
+            features = extract_features(classifier, samples)
+            row["fid"][c] = frechet_distance(test_features[c], features)
+            drawn.append(features[:pooled])
         row["mean_accuracy"] = sum(row["accuracy"].values()) / 10
         row["mean_fid"] = sum(row["fid"].values()) / 10
+        row["pooled_fid"] = frechet_distance(pooled_test, torch.cat(drawn))
         row["seconds"] = round(time.perf_counter() - start, 1)
         results["scales"][str(scale)] = row
-        print(f"guidance {scale:g}: accuracy {row['mean_accuracy']:.4f}, class FID {row['mean_fid']:.2f} (mean of 10)")
+        print(
+            f"guidance {scale:g}: accuracy {row['mean_accuracy']:.4f}, class FID {row['mean_fid']:.2f} (mean of 10), "
+            f"all-class FID {row['pooled_fid']:.2f}"
+        )
     floor = sum(results["floor_fid"].values()) / 10
     results["mean_floor_fid"] = floor
-    print(f"real-vs-real class FID {floor:.2f} (mean of 10) at n = {n} per class")
+    print(
+        f"real-vs-real: class FID {floor:.2f} (mean of 10) at n = {n} per class, all-class FID "
+        f"{results['pooled_floor_fid']:.2f} at n = {10 * pooled}"
+    )
     return results
+
+
+def card_section(results: dict, command: str) -> str:
+    """The card's "Asking for a class" section: the table of `results`, with the command that measured it."""
+    lines = [
+        "## Asking for a class",
+        "",
+        f"Measured by `{command}` ({results['scheduler']}, {results['steps']} steps, {results['n_per_class']} digits "
+        f"per class; accuracy: the share the shipped MNIST classifier reads as the asked class; class FID: against "
+        f"that class's {results['reference']} test digits in the classifier's features, mean of the 10 classes; "
+        f"all-class FID: {results['pooled_n']} digits, {results['pooled_n'] // 10} per class, against as many test "
+        f"digits).",
+        "",
+        "| guidance scale | accuracy | class FID | all-class FID |",
+        "|---|---|---|---|",
+    ]
+    for scale, row in results["scales"].items():
+        accuracy = f"{100 * row['mean_accuracy']:.1f}%"
+        lines.append(f"| {float(scale):g} | {accuracy} | {row['mean_fid']:.2f} | {row['pooled_fid']:.2f} |")
+    floors = f"{results['mean_floor_fid']:.2f} | {results['pooled_floor_fid']:.2f}"
+    lines.append(f"| real vs real | 100% (by definition) | {floors} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_card_section(folder: Path, section: str) -> None:
+    from ddpm_kiit.hub import _replace_section
+    from ddpm_kiit.io_utils import write_text_atomically
+
+    card = folder / "README.md"
+    write_text_atomically(card, _replace_section(card.read_text(encoding="utf-8"), "Asking for a class", section))
 
 
 def plot(results: dict, path: Path) -> None:
@@ -123,6 +168,9 @@ def main(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--update-card", action="store_true", help="Write the table into the pipeline's model card (its README.md)."
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "class_guidance.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
@@ -145,6 +193,8 @@ def main(argv=None):
         )  # fmt: skip
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
         plot(results, ROOT / "docs" / "class_guidance.png")
+        if args.update_card:
+            write_card_section(Path(args.pipeline), card_section(results, "python benchmarks/class_guidance.py"))
     return 0
 
 
