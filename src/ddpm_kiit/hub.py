@@ -98,10 +98,10 @@ def _conditioning(pipe) -> tuple:
     """The Hub task of a pipeline, the arguments of the card's example call, and what it cannot do."""
     config = pipe.unet.config
     if getattr(config, "cross_attention_dim", None) is not None:
-        return "text-to-image", '"red apple", num_images_per_prompt=4, guidance_scale=3.0', []
+        return "text-to-image", '"red apple", num_images_per_prompt=4', []
     num_classes = getattr(config, "num_class_embeds", None)
     if num_classes is not None:
-        example = f"class_labels=[{min(7, num_classes - 1)}] * 4, guidance_scale=3.0, batch_size=4"
+        example = f"class_labels=[{min(7, num_classes - 1)}] * 4, batch_size=4"
         return "unconditional-image-generation", example, [f"It draws one of {num_classes} classes; no prompts."]
     return "unconditional-image-generation", "batch_size=4", [UNCONDITIONAL]
 

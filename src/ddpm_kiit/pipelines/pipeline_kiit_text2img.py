@@ -8,7 +8,7 @@ import torch
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils import logging
 
-from .pipeline_kiit_ddpm import ClassifierFreeGuidance, KiitDDPMPipeline, check_guidance_scale
+from .pipeline_kiit_ddpm import DEFAULT_GUIDANCE_SCALE, ClassifierFreeGuidance, KiitDDPMPipeline, check_guidance_scale
 
 logger = logging.get_logger(__name__)
 
@@ -112,7 +112,7 @@ class KiitTextToImagePipeline(KiitDDPMPipeline):
         prompt: Optional[Union[str, List[str]]] = None,
         negative_prompt: Optional[Union[str, List[str]]] = None,
         num_images_per_prompt: int = 1,
-        guidance_scale: float = 3.0,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
         num_inference_steps: Optional[int] = None,
         generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
         prompt_embeds: Optional[torch.Tensor] = None,
@@ -133,7 +133,7 @@ class KiitTextToImagePipeline(KiitDDPMPipeline):
             negative_prompt (`str` or `List[str]`, *optional*): What guidance steers away from (default: the empty
                 prompt, i.e. plain classifier-free guidance).
             num_images_per_prompt (`int`, defaults to 1): Images per prompt.
-            guidance_scale (`float`, defaults to 3.0): Classifier-free guidance; 1 is the conditional model alone.
+            guidance_scale (`float`, defaults to 2.0): Classifier-free guidance; 1 is the conditional model alone.
             num_inference_steps (`int`, *optional*): Denoising steps; `None` means every training timestep.
             generator (`torch.Generator`, *optional*): Makes generation deterministic.
             prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): Precomputed text encoder outputs.
