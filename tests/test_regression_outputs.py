@@ -37,7 +37,9 @@ def pipeline_outputs() -> dict:
     return {
         "noise_full_chain": _sample(KiitDDPMScheduler(num_train_timesteps=20), None),
         "noise_respaced_v": _sample(
-            KiitDDPMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True, variance_type="fixed_large"),
+            KiitDDPMScheduler(
+                prediction_type="v_prediction", rescale_betas_zero_snr=True, variance_type="fixed_large"
+            ),
             7,
         ),
         "cold_blur": _sample(cold, None),

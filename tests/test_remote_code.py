@@ -285,7 +285,9 @@ def test_blur_pipelines_load_both_ways(tmp_path, process_name):
 def test_the_blur_schedulers_share_their_operator_in_the_generated_modules():
     for cls in BLUR_SCHEDULERS.values():
         source = generate_module(cls.__module__, cls.__name__)
-        assert "class GaussianBlur:" in source and "class BlurSchedulerMixin(UnscaledModelInput, SchedulerMixin" in source
+        assert (
+            "class GaussianBlur:" in source and "class BlurSchedulerMixin(UnscaledModelInput, SchedulerMixin" in source
+        )
         assert "class UnscaledModelInput:" in source
         assert "ddpm_kiit/schedulers/blur_operator.py" in source.split('"""')[0].replace("\n# ", " ")
         assert "GaussianBlurScheduler" not in source
