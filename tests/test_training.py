@@ -1,5 +1,6 @@
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,23 @@ def tiny_args(tmp_path, *extra):
 
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
+
+def _launch(processes: int = 2) -> list:
+    """`accelerate launch` of `processes` local processes, on a free port (a port left in TIME_WAIT by the previous
+    launch, or taken by anything else, must not make the run depend on what ran before)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+        "--main_process_port", str(port),
+    ]  # fmt: skip
+
+
+def _failed(result) -> str:
+    """What a failed launch printed, every process's traceback included (not only the last process's)."""
+    return "\n".join(line for line in result.stderr.splitlines() if "it/s]" not in line)[-12000:]
 
 
 def _unet_state(folder):
@@ -185,15 +203,13 @@ def test_finished_pipeline_is_not_overwritten(tmp_path, capsys):
 
 def test_two_processes_train_data_parallel_with_identical_weights(tmp_path):
     command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
+        *_launch(2), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(ROOT / "examples" / "train.py"),
         *tiny_args(tmp_path, "--max_train_steps", "3", "--checkpointing_steps", "3"),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, _failed(result)
     state = json.loads((tmp_path / "out" / "checkpoint-3" / "training_state.json").read_text())
     assert state["num_processes"] == 2
     first, second = state["weights_checksums"]
@@ -281,10 +297,10 @@ def test_accelerate_launch_without_config_trains_on_every_core(tmp_path):
 def test_two_local_processes_split_the_cores_and_a_user_setting_wins(tmp_path):
     env = _clean_launch_env(tmp_path)
     plain = _plain_python_threads(env)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch = _launch(2)
     script = [str(ROOT / "examples" / "train.py"), *tiny_args(tmp_path, "--max_train_steps", "1")]
     result = subprocess.run([*launch, *script], capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, _failed(result)
     summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
     assert summary["threads_per_process"] == [max(1, plain // 2)] * 2
     for rank in (0, 1):
@@ -293,7 +309,7 @@ def test_two_local_processes_split_the_cores_and_a_user_setting_wins(tmp_path):
     # The user's own choice, here through the launcher's flag, is kept as it is.
     chosen = [*launch[:3], "--num_cpu_threads_per_process", "1", *script, "--overwrite_output_dir"]
     result = subprocess.run(chosen, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, _failed(result)
     assert json.loads((tmp_path / "out" / "train_summary.json").read_text())["threads_per_process"] == [1]
 
 
