@@ -95,15 +95,22 @@ def _describe_scheduler(config) -> str:
 
 
 def _conditioning(pipe) -> tuple:
-    """The Hub task of a pipeline, the arguments of the card's example call, and what it cannot do."""
+    """The Hub task of a pipeline, the arguments of the card's example call, what it cannot do, and what it is."""
     config = pipe.unet.config
     if getattr(config, "cross_attention_dim", None) is not None:
-        return "text-to-image", '"red apple", num_images_per_prompt=4', []
+        return "text-to-image", '"red apple", num_images_per_prompt=4', [], "A text-to-image pipeline"
     num_classes = getattr(config, "num_class_embeds", None)
     if num_classes is not None:
         example = f"class_labels=[{min(7, num_classes - 1)}] * 4, batch_size=4"
-        return "unconditional-image-generation", example, [f"It draws one of {num_classes} classes; no prompts."]
-    return "unconditional-image-generation", "batch_size=4", [UNCONDITIONAL]
+        limits = [f"It draws one of {num_classes} classes; no prompts."]
+        described = f"A class-conditional image generation pipeline ({num_classes} classes, classifier-free guidance)"
+        return "unconditional-image-generation", example, limits, described
+    return (
+        "unconditional-image-generation",
+        "batch_size=4",
+        [UNCONDITIONAL],
+        "An unconditional image generation pipeline",
+    )
 
 
 def render_model_card(
@@ -121,7 +128,7 @@ def render_model_card(
     `variant` names the weights' variant (`"fp16"`), which the usage snippets then load."""
     unet, scheduler = pipe.unet, pipe.scheduler
     model_variant = _variant_name(unet.config)
-    task, call_arguments, limitations = _conditioning(pipe)
+    task, call_arguments, limitations, task_description = _conditioning(pipe)
     card_data = ModelCardData(
         library_name="diffusers",
         pipeline_tag=task,
@@ -152,6 +159,7 @@ def render_model_card(
             template_path=str(template_path),
             title=f"ddpm-kiit {model_variant} SimpleUNet",
             call_arguments=call_arguments,
+            task_description=task_description,
             load_arguments=f', variant="{variant}"' if variant else "",
             model_class=type(unet).__name__,
             variant_description=_describe_unet(unet),
@@ -255,9 +263,9 @@ def _replace_section(text: str, title: str, section: str) -> str:
 def update_card_usage(
     folder: os.PathLike, pipe, repo_id_or_path: Optional[str] = None, variant: Optional[str] = None
 ) -> Path:
-    """Replaces the `## Usage` section of the card in `folder` with the current template's, for `pipe` (and weights of
-    `variant`), keeping the rest (training command, samples, quality). `repo_id_or_path` defaults to the one the
-    card's snippet loads."""
+    """Replaces the description, the `## Usage` and the `## Limitations` sections of the card in `folder` with the
+    current template's, for `pipe` (and weights of `variant`), keeping the rest (training command, samples,
+    quality). `repo_id_or_path` defaults to the one the card's snippet loads."""
     import re
 
     path = Path(folder) / "README.md"
@@ -268,8 +276,11 @@ def update_card_usage(
         found = re.search(r'from_pretrained\("([^"]+)"', card.text)
         repo_id_or_path = found.group(1) if found else "path/to/this/folder"
     fresh = render_model_card(pipe, repo_id_or_path=repo_id_or_path, variant=variant).text
-    usage = re.search(r"^## Usage\n.*?(?=^## |\Z)", fresh, re.M | re.S).group(0)
-    card.text = _replace_section(card.text, "Usage", usage)
+    for title in ("Usage", "Limitations"):
+        section = re.search(rf"^## {title}\n.*?(?=^## |\Z)", fresh, re.M | re.S).group(0).rstrip("\n") + "\n\n"
+        card.text = _replace_section(card.text, title, section)
+    # The title and the description above the first section, which name what the pipeline is.
+    card.text = fresh[: fresh.index("## Usage")] + card.text[card.text.index("## Usage") :]
     with atomic_file(path) as partial:
         card.save(partial)
     return path

@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Dict, Optional
 
-SHIPPED = {"mnist": "ddpm-kiit-mnist", "emoji": "ddpm-kiit-emoji"}
+SHIPPED = {"mnist": "ddpm-kiit-mnist", "emoji": "ddpm-kiit-emoji", "mnist-class": "ddpm-kiit-mnist-class"}
 DEFAULT_SHIPPED = "mnist"
 
 
@@ -46,3 +46,34 @@ def resolve_pipeline(path_or_name: Optional[str]) -> str:
     if path_or_name in SHIPPED and not os.path.exists(path_or_name):
         return str(shipped_pipeline(path_or_name))
     return path_or_name
+
+
+def package_pipeline(trained_folder: os.PathLike, name: str, command_chain: str = "") -> Path:
+    """For maintainers: puts a pipeline folder that `examples/train.py` wrote into the package as the shipped
+    pipeline `name` (a key of `SHIPPED`): the unet in half precision (Diffusers' `variant="fp16"` safetensors, which
+    `KiitDDPMPipeline.from_pretrained` loads in float32), the scheduler, the generated code, and the trained folder's
+    model card (`command_chain`, the commands after training, added to its Training section), sample grid and
+    `train_summary.json`. Checkpoints and logs stay behind. The folder is replaced in one rename."""
+    import shutil
+
+    from ..hub import update_card_usage
+    from ..io_utils import atomic_directory
+    from ..pipelines import KiitDDPMPipeline
+
+    if name not in SHIPPED:
+        raise ValueError(f"Add {name!r} to `SHIPPED` first (with its folder name), then package it.")
+    trained = Path(trained_folder)
+    pipe = KiitDDPMPipeline.from_pretrained(trained)
+    pipe.unet.half()
+    with atomic_directory(Path(str(resources.files(__name__).joinpath(SHIPPED[name])))) as staging:
+        pipe.save_pretrained(staging, variant="fp16")
+        for entry in ("README.md", "samples.png", "train_summary.json"):
+            if (trained / entry).is_file():
+                shutil.copy2(trained / entry, staging / entry)
+        card = staging / "README.md"
+        text, fence = card.read_text(encoding="utf-8"), "## Training\n\n```bash\n"
+        if command_chain and fence in text:
+            end = text.index("```", text.index(fence) + len(fence))
+            card.write_text(text[:end] + command_chain.rstrip() + "\n" + text[end:], encoding="utf-8")
+        update_card_usage(staging, pipe, f"src/ddpm_kiit/pretrained/{SHIPPED[name]}", variant="fp16")
+    return Path(str(resources.files(__name__).joinpath(SHIPPED[name])))
