@@ -41,6 +41,8 @@ def test_card_records_the_training_command_and_the_measured_scores(name):
     assert "examples/train.py" in card
     assert "## Quality" in card
     assert re.search(r"^\| fid \| \d+\.\d+ \| \d+\.\d+ \|$", card, re.M), "no measured FID beside its floor"
+    if list((shipped_pipeline(name) / "unet").glob("*.fp16.safetensors")):  # stock Diffusers needs the variant
+        assert card.count('variant="fp16"') == 2, "both usage snippets load the half-precision weights"
 
 
 @torch.no_grad()

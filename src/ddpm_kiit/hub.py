@@ -264,9 +264,12 @@ def update_card_usage(
     folder: os.PathLike, pipe, repo_id_or_path: Optional[str] = None, variant: Optional[str] = None
 ) -> Path:
     """Replaces the description, the `## Usage` and the `## Limitations` sections of the card in `folder` with the
-    current template's, for `pipe` (and weights of `variant`), keeping the rest (training command, samples,
-    quality). `repo_id_or_path` defaults to the one the card's snippet loads."""
+    current template's, for `pipe` (and weights of `variant`: by default the folder's, where its unet has only
+    variant weights), keeping the rest (training command, samples, quality). `repo_id_or_path` defaults to the one
+    the card's snippet loads."""
     import re
+
+    from .pipelines.pipeline_kiit_ddpm import only_variant
 
     path = Path(folder) / "README.md"
     if not path.is_file():
@@ -275,12 +278,13 @@ def update_card_usage(
     if repo_id_or_path is None:
         found = re.search(r'from_pretrained\("([^"]+)"', card.text)
         repo_id_or_path = found.group(1) if found else "path/to/this/folder"
+    variant = variant or only_variant(folder)
     fresh = render_model_card(pipe, repo_id_or_path=repo_id_or_path, variant=variant).text
     for title in ("Usage", "Limitations"):
         section = re.search(rf"^## {title}\n.*?(?=^## |\Z)", fresh, re.M | re.S).group(0).rstrip("\n") + "\n\n"
         card.text = _replace_section(card.text, title, section)
     # The title and the description above the first section, which name what the pipeline is.
-    card.text = fresh[: fresh.index("## Usage")] + card.text[card.text.index("## Usage") :]
+    card.text = fresh[: fresh.index("## Usage")] + card.text[card.text.index("## Usage") :].rstrip("\n") + "\n"
     with atomic_file(path) as partial:
         card.save(partial)
     return path

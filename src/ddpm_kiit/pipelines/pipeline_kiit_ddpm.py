@@ -1,5 +1,6 @@
 # Copyright 2026 The ddpm-kiit authors. Licensed under the Apache License, Version 2.0.
-"""Unconditional image generation with a SimpleUNet (or any UNet2DModel-like model) and any Diffusers scheduler."""
+"""Image generation, unconditional or class-conditional, with a SimpleUNet (or any UNet2DModel-like model) and any
+Diffusers scheduler."""
 
 import contextlib
 import inspect
@@ -48,7 +49,7 @@ class ClassifierFreeGuidance:
         return torch.cat([guided, conditional[:, channels:]], dim=1)
 
 
-def _only_variant(folder) -> Optional[str]:
+def only_variant(folder) -> Optional[str]:
     """The weights variant of a local pipeline folder whose unet has only variant weights (`*.fp16.safetensors`),
     else None."""
     unet = os.path.join(str(folder), "unet")
@@ -195,9 +196,11 @@ class KiitDDPMPipeline(DiffusionPipeline):
             subclass = {c.__name__: c for c in cls.__subclasses__()}.get(pipeline_class_name(index))
             if subclass is not None:
                 return subclass.from_pretrained(pretrained_model_name_or_path, **kwargs)
-        if "variant" not in kwargs and _only_variant(pretrained_model_name_or_path) is not None:
-            # A folder that holds only half-precision weights (the shipped pipelines): load those, in float32.
-            kwargs["variant"] = _only_variant(pretrained_model_name_or_path)
+        variant = None if "variant" in kwargs else only_variant(pretrained_model_name_or_path)
+        if (
+            variant is not None
+        ):  # a folder that holds only half-precision weights (shipped ones): load those, in float32
+            kwargs["variant"] = variant
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @needs_package
@@ -337,10 +340,6 @@ class KiitDDPMPipeline(DiffusionPipeline):
         """
         self._check_inputs(batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs, eta)
         guidance = self.prepare_class_guidance(class_labels, guidance_scale, batch_size)
-        if image is not None:
-            image = self._check_image(image, (batch_size, self.unet.config.in_channels, *self._sample_shape()))
-        elif start_timestep is not None:
-            raise ValueError("`start_timestep` is where `image` is degraded to; pass an `image` with it.")
         return self._generate(
             batch_size,
             generator,
@@ -399,8 +398,12 @@ class KiitDDPMPipeline(DiffusionPipeline):
         guidance: ClassifierFreeGuidance,
     ):
         """Sampling proper, for every conditioning: start, denoise, convert."""
-        step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         shape = (batch_size, self.unet.config.in_channels, *self._sample_shape())
+        if image is not None:
+            image = self._check_image(image, shape)
+        elif start_timestep is not None:
+            raise ValueError("`start_timestep` is where `image` is degraded to; pass an `image` with it.")
+        step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         device = self._execution_device
 
         timesteps = self.get_timesteps(num_inference_steps, device, start_timestep)

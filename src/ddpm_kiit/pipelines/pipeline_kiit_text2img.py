@@ -13,6 +13,20 @@ from .pipeline_kiit_ddpm import DEFAULT_GUIDANCE_SCALE, ClassifierFreeGuidance, 
 logger = logging.get_logger(__name__)
 
 
+@torch.no_grad()
+def encode_prompts(text_encoder, tokenizer, prompts: List[str], device) -> torch.Tensor:
+    """`text_encoder`'s last hidden states for `prompts`, each padded (or cut, with a warning) to the tokenizer's
+    `model_max_length`, as Stable Diffusion does. Training embeds its captions with it too, so that the model sees
+    prompts exactly as the pipeline will give them."""
+    max_length = tokenizer.model_max_length
+    tokens = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True)
+    full = tokenizer(prompts, padding="longest")
+    for prompt, ids in zip(prompts, full.input_ids):
+        if len(ids) > max_length:
+            logger.warning(f"The prompt {prompt!r} is longer than the tokenizer's {max_length} tokens; cut.")
+    return text_encoder(torch.tensor(tokens.input_ids, device=device)).last_hidden_state
+
+
 class KiitTextToImagePipeline(KiitDDPMPipeline):
     r"""
     Pipeline for text-to-image generation with a text-conditional SimpleUNet (`cross_attention_dim` set), with
@@ -35,18 +49,9 @@ class KiitTextToImagePipeline(KiitDDPMPipeline):
         super().__init__(unet=unet, scheduler=scheduler)
         self.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
 
-    @torch.no_grad()
     def encode_prompt(self, prompts: List[str], device) -> torch.Tensor:
-        """The text encoder's last hidden states for `prompts`, each padded (or cut, with a warning) to the
-        tokenizer's `model_max_length`, as Stable Diffusion does."""
-        max_length = self.tokenizer.model_max_length
-        tokens = self.tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True)
-        full = self.tokenizer(prompts, padding="longest")
-        for prompt, ids in zip(prompts, full.input_ids):
-            if len(ids) > max_length:
-                logger.warning(f"The prompt {prompt!r} is longer than the tokenizer's {max_length} tokens; cut.")
-        input_ids = torch.tensor(tokens.input_ids, device=device)
-        return self.text_encoder(input_ids).last_hidden_state
+        """The text encoder's last hidden states for `prompts` (see `encode_prompts`)."""
+        return encode_prompts(self.text_encoder, self.tokenizer, prompts, device)
 
     def _prompt_list(self, prompt, name: str, count: Optional[int] = None) -> List[str]:
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -149,10 +154,6 @@ class KiitTextToImagePipeline(KiitDDPMPipeline):
         )
         self._check_inputs(batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs, eta)
         callback = (callback_on_step_end, callback_on_step_end_tensor_inputs)
-        if image is None and start_timestep is not None:
-            raise ValueError("`start_timestep` is where `image` is degraded to; pass an `image` with it.")
-        shape = (batch_size, self.unet.config.in_channels, *self._sample_shape())
-        image = None if image is None else self._check_image(image, shape)
         return self._generate(
             batch_size, generator, num_inference_steps, output_type, return_dict, callback, eta, image,
             start_timestep, guidance,

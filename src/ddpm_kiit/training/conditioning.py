@@ -28,7 +28,6 @@ class TrainingConditions:
     kind: str
     labels: torch.Tensor
     num_classes: Optional[int] = None
-    class_names: Optional[List[str]] = None
     captions: Optional[List[str]] = None
     caption_embeddings: Optional[torch.Tensor] = None
     text_encoder: Optional[torch.nn.Module] = None
@@ -48,9 +47,11 @@ class TrainingConditions:
         }
 
     def to(self, device) -> "TrainingConditions":
+        """Puts the labels, the caption embeddings and the text encoder (which samples the grids) on `device`."""
         self.labels = self.labels.to(device)
         if self.caption_embeddings is not None:
             self.caption_embeddings = self.caption_embeddings.to(device)
+            self.text_encoder.to(device)
         return self
 
     def unet_kwargs(self, rows: torch.Tensor, generator: torch.Generator, dropout_prob: float) -> Dict:
@@ -86,17 +87,19 @@ def embed_captions(text_encoder, tokenizer, captions: List[str], batch_size: int
     pads prompts: `(len(captions) + 1, tokens, width)`."""
     from tqdm.auto import tqdm
 
+    from ..pipelines.pipeline_kiit_text2img import encode_prompts
+
     texts = [*captions, ""]
     text_encoder.eval()
-    device = text_encoder.device
-    embeddings = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="Embedding captions", leave=False):
-        ids = tokenizer(
-            texts[start : start + batch_size], padding="max_length", max_length=tokenizer.model_max_length,
-            truncation=True, return_tensors="pt",
-        ).input_ids  # fmt: skip
-        embeddings.append(text_encoder(ids.to(device)).last_hidden_state.float().cpu())
-    return torch.cat(embeddings)
+    batches = tqdm(range(0, len(texts), batch_size), desc="Embedding captions", leave=False)
+    return torch.cat(
+        [
+            encode_prompts(text_encoder, tokenizer, texts[start : start + batch_size], text_encoder.device)
+            .float()
+            .cpu()
+            for start in batches
+        ]
+    )
 
 
 def load_text_encoder(name_or_path: str, cache_dir: Optional[str] = None):
@@ -142,7 +145,7 @@ def load_conditions(config, dataset, images: torch.Tensor):
         num_classes = len(names) or int(labels.max()) + 1
         if labels.min() < 0:
             raise ValueError("Class labels must be >= 0; the dataset holds negative ones other than -1 (no label).")
-        return TrainingConditions("class", labels, num_classes, names or [str(i) for i in range(num_classes)]), images
+        return TrainingConditions("class", labels, num_classes), images
     values, images = _keep_labelled(_column(dataset, "caption", "--caption_column"), None, images, "caption")
     captions_per_image = [str(caption) for caption in values]
     captions = sorted(set(captions_per_image))

@@ -335,7 +335,8 @@ def _load_images(config: TrainingConfig, accelerator) -> tuple:
     transform = ImageTransform(config.resolution, model_config["in_channels"], center_crop=config.center_crop)
     with accelerator.main_process_first():
         images = dataset_to_tensor(dataset, transform, skip_bad_images=config.skip_bad_images)
-        conditions, images = load_conditions(config, dataset, images)
+    # Every process reads the same labels (and, for text, trains or loads the same frozen encoder), side by side.
+    conditions, images = load_conditions(config, dataset, images)
     if conditions is not None:
         model_config.update({k: v for k, v in conditions.model_config(model_config).items() if k not in model_config})
     return images, model_config, conditions

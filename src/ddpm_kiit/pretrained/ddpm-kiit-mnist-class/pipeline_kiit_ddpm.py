@@ -249,10 +249,6 @@ class KiitDDPMPipeline(DiffusionPipeline):
         """
         self._check_inputs(batch_size, num_inference_steps, output_type, callback_on_step_end_tensor_inputs, eta)
         guidance = self.prepare_class_guidance(class_labels, guidance_scale, batch_size)
-        if image is not None:
-            image = self._check_image(image, (batch_size, self.unet.config.in_channels, *self._sample_shape()))
-        elif start_timestep is not None:
-            raise ValueError("`start_timestep` is where `image` is degraded to; pass an `image` with it.")
         return self._generate(
             batch_size,
             generator,
@@ -311,8 +307,12 @@ class KiitDDPMPipeline(DiffusionPipeline):
         guidance: ClassifierFreeGuidance,
     ):
         """Sampling proper, for every conditioning: start, denoise, convert."""
-        step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         shape = (batch_size, self.unet.config.in_channels, *self._sample_shape())
+        if image is not None:
+            image = self._check_image(image, shape)
+        elif start_timestep is not None:
+            raise ValueError("`start_timestep` is where `image` is degraded to; pass an `image` with it.")
+        step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         device = self._execution_device
 
         timesteps = self.get_timesteps(num_inference_steps, device, start_timestep)
