@@ -29,7 +29,7 @@ from ddpm_kiit.evaluation.evaluate import extract_features, reference_images
 from ddpm_kiit.sampling import SCHEDULERS, swap_scheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, train_run  # noqa: E402
+from common import machine, train_run, write_card_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 POOLED_PER_CLASS = 200
@@ -138,14 +138,6 @@ def card_section(results: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_card_section(folder: Path, section: str) -> None:
-    from ddpm_kiit.hub import _replace_section
-    from ddpm_kiit.io_utils import write_text_atomically
-
-    card = folder / "README.md"
-    write_text_atomically(card, _replace_section(card.read_text(encoding="utf-8"), "Asking for a class", section))
-
-
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -204,7 +196,9 @@ def main(argv=None):
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
         plot(results, ROOT / "docs" / "class_guidance.png")
         if args.update_card:
-            write_card_section(Path(args.pipeline), card_section(results, "python benchmarks/class_guidance.py"))
+            write_card_section(
+                Path(args.pipeline), "Asking for a class", card_section(results, "python benchmarks/class_guidance.py")
+            )
     return 0
 
 

@@ -103,3 +103,13 @@ def results_path(path: str, device: torch.device) -> Path:
     """`path` on the CPU; `name_cuda.json` beside it on a GPU, so that the two machines' figures both stay."""
     path = Path(path)
     return path if device.type == "cpu" else path.with_name(f"{path.stem}_{device.type}{path.suffix}")
+
+
+def write_card_section(folder: Path, title: str, section: str) -> None:
+    """Replaces the `## title` section of the model card in the pipeline folder `folder` with `section` (or adds it),
+    writing the card atomically."""
+    from ddpm_kiit.hub import _replace_section
+    from ddpm_kiit.io_utils import write_text_atomically
+
+    card = Path(folder) / "README.md"
+    write_text_atomically(card, _replace_section(card.read_text(encoding="utf-8"), title, section))

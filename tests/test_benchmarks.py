@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ddpm_kiit.data import NOTO_EMOJI_FONT, UNICODE_EMOJI_TEST
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -30,6 +32,13 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
         "malloc_settings.py",
         "main_job.py",
         "class_guidance.py",
+        pytest.param(
+            "text_guidance.py",
+            marks=pytest.mark.skipif(
+                not (NOTO_EMOJI_FONT.is_file() and UNICODE_EMOJI_TEST.is_file()),
+                reason="the built-in emoji need fonts-noto-color-emoji and unicode-data (apt)",
+            ),
+        ),
     ],
 )
 def test_benchmark_runs_in_quick_mode(script, monkeypatch, capsys):

@@ -146,6 +146,19 @@ def test_prompts_steer_the_text_pipeline_and_scale_one_skips_the_negative_half(t
     assert calls == [6] * 4
 
 
+def test_only_prompts_longer_than_the_tokenizer_are_reported_cut(text_pipe, caplog):
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            text_pipe.encode_prompt(["red apple", "red apple grinning face red apple grinning face red"], "cpu")
+    finally:
+        diffusers_logging.disable_propagation()
+    cut = [record.getMessage() for record in caplog.records if "longer than the tokenizer" in record.getMessage()]
+    assert len(cut) == 1 and "red apple grinning face red apple" in cut[0], cut
+
+
 def test_text_pipeline_round_trips_and_its_parts_load_in_transformers_alone(tmp_path, text_pipe):
     from diffusers import DiffusionPipeline
     from transformers import AutoTokenizer, CLIPTextModel

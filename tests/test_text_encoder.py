@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, CLIPTextModel
 
-from ddpm_kiit.text import save_text_encoder, train_clip
+from ddpm_kiit.text import caption_ranks, save_text_encoder, train_clip, train_clip_model
 
 COLOURS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0), "yellow": (1.0, 1.0, -1.0)}
 SHAPES = ("square", "circle", "cross", "triangle")
@@ -69,6 +69,42 @@ def test_retrieval_well_above_chance(trained):
     assert metrics["steps"] == 100 and metrics["loss"] < 0.2, metrics
     assert "heldout_top1" not in metrics  # nothing was held out
     assert isinstance(text_encoder, CLIPTextModel) and not text_encoder.training
+
+
+@pytest.fixture(scope="module")
+def judge(shapes):
+    return train_clip_model(*shapes, num_train_steps=100, validation_fraction=0, seed=0, **TINY)
+
+
+def test_train_clip_is_the_text_half_of_train_clip_model(trained, judge):
+    text_encoder, _, metrics = trained
+    model, _, judge_metrics = judge
+    assert metrics == judge_metrics
+    expected = model.text_model.state_dict()
+    actual = getattr(text_encoder, "text_model", text_encoder).state_dict()
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
+
+
+def test_caption_ranks_reproduce_the_training_retrieval(shapes, judge):
+    images, captions = shapes
+    model, tokenizer, metrics = judge
+    distinct = sorted(set(captions))
+    ranks = caption_ranks(model, tokenizer, images, distinct, [distinct.index(caption) for caption in captions])
+    assert ranks.shape == (64,) and ranks.dtype == torch.long and 0 <= ranks.min() and ranks.max() < 16
+    assert (ranks < 1).float().mean().item() == pytest.approx(metrics["train_top1"])
+    assert (ranks < 5).float().mean().item() == pytest.approx(metrics["train_top5"])
+    # The same images against the wrong captions (each shifted to the next colour) rank far lower.
+    wrong = [(distinct.index(caption) + 4) % 16 for caption in captions]
+    assert caption_ranks(model, tokenizer, images, distinct, wrong).float().mean() > ranks.float().mean() + 3
+
+
+def test_caption_ranks_refuse_images_of_another_size(shapes, judge):
+    images, captions = shapes
+    model, tokenizer, _ = judge
+    with pytest.raises(ValueError, match="reads 16x16 images, not 32x32"):
+        caption_ranks(model, tokenizer, torch.zeros(2, 3, 32, 32), captions[:2], [0, 1])
 
 
 def test_heldout_split_is_measured(shapes):

@@ -114,39 +114,102 @@ def _embeddings(features) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _retrieval(
+def _ranks(
     model: CLIPModel,
-    images: torch.Tensor,
-    caption_of_image: torch.Tensor,
+    pixels: torch.Tensor,
     input_ids: torch.Tensor,
-    device: str,
+    targets: torch.Tensor,
     autocast: bool,
     batch_size: int = 256,
+) -> torch.Tensor:
+    """For each image of `pixels`, the rank (0: first) of its caption, row `targets[i]` of `input_ids`, among all
+    the rows of `input_ids` by CLIP's cosine similarity. Ties count against the image: its caption ranks first only
+    when no other caption scores as high."""
+    device = model.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        text = torch.cat(
+            [
+                _embeddings(model.get_text_features(input_ids=chunk.to(device))).float()
+                for chunk in input_ids.split(batch_size)
+            ]
+        )
+    image = image_embeddings(model, pixels, batch_size, "bf16" if autocast else "no").to(device)
+    scores = torch.nn.functional.normalize(image, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T
+    own = scores.gather(1, targets.to(device)[:, None])
+    return ((scores >= own).sum(dim=1) - 1).cpu()
+
+
+@torch.no_grad()
+def image_embeddings(
+    model: CLIPModel, images: torch.Tensor, batch_size: int = 256, mixed_precision: Optional[str] = None
+) -> torch.Tensor:
+    """CLIP's projected image embeddings `(N, projection_dim)` of float images `(N, C, H, W)` in [-1, 1] (greyscale
+    repeated to RGB), on the CPU in float32: a feature space for comparing image sets, as FID compares Inception's."""
+    from .devices import native_bf16
+
+    pixels = images.float().expand(-1, 3, -1, -1) if images.shape[1] == 1 else images.float()
+    device = model.device
+    autocast = native_bf16(device.type) if mixed_precision is None else mixed_precision == "bf16"
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        return torch.cat(
+            [
+                _embeddings(model.get_image_features(pixel_values=chunk.to(device))).float().cpu()
+                for chunk in pixels.split(batch_size)
+            ]
+        )
+
+
+def _retrieval(
+    model: CLIPModel, images: torch.Tensor, caption_of_image: torch.Tensor, input_ids: torch.Tensor, autocast: bool
 ) -> Tuple[float, float, int]:
     """Top-1 and top-5 accuracy of ranking, for each image, its caption among the distinct captions of `images`
     (rows of `input_ids` indexed by `caption_of_image`), and how many distinct captions there were."""
     used, caption_of_image = torch.unique(caption_of_image, return_inverse=True)
-    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
-        text = torch.cat(
-            [
-                _embeddings(model.get_text_features(input_ids=chunk.to(device))).float()
-                for chunk in input_ids[used].split(batch_size)
-            ]
-        )
-        image = torch.cat(
-            [
-                _embeddings(model.get_image_features(pixel_values=chunk.to(device))).float()
-                for chunk in images.split(batch_size)
-            ]
-        )
-    scores = torch.nn.functional.normalize(image, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T
-    own = scores.gather(1, caption_of_image.to(device)[:, None])
-    # Ties count against the image: a caption ranks first only when no other caption scores as high.
-    rank = (scores >= own).sum(dim=1) - 1
+    rank = _ranks(model, images, input_ids[used], caption_of_image, autocast)
     return (rank < 1).float().mean().item(), (rank < 5).float().mean().item(), len(used)
 
 
-def train_clip(
+def caption_ranks(
+    model: CLIPModel,
+    tokenizer: PreTrainedTokenizerFast,
+    images: torch.Tensor,
+    captions: List[str],
+    targets: List[int],
+    mixed_precision: Optional[str] = None,
+) -> torch.Tensor:
+    """
+    How a CLIP model (such as one from `train_clip_model`) ranks each image's own caption among `captions`: the
+    retrieval test of prompt fidelity, where a generated image should rank the prompt it was drawn for first.
+
+    Args:
+        model: A `CLIPModel` whose image encoder takes images of the size of `images`.
+        tokenizer: Its tokenizer.
+        images: Float tensor `(N, C, H, W)` in [-1, 1], greyscale (repeated to RGB) or RGB.
+        captions: The candidate captions.
+        targets: For each image, the index of its own caption in `captions`.
+        mixed_precision: `"bf16"` or `"no"`; by default bf16 where the model's device computes it natively.
+
+    Returns:
+        Long tensor `(N,)`: 0 where the image's caption scores highest, k where k captions score at least as high.
+    """
+    from .devices import native_bf16
+
+    pixels = _check_clip_inputs(images, [captions[target] for target in targets])
+    expected = model.config.vision_config.image_size
+    if pixels.shape[-1] != expected:
+        raise ValueError(
+            f"The CLIP model reads {expected}x{expected} images, not {pixels.shape[-1]}x{pixels.shape[-1]}; resize "
+            "the images (or judge with a CLIP trained at their size)."
+        )
+    input_ids = tokenizer(
+        list(captions), padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+        return_tensors="pt",
+    ).input_ids  # fmt: skip
+    autocast = native_bf16(model.device.type) if mixed_precision is None else mixed_precision == "bf16"
+    return _ranks(model.eval(), pixels, input_ids, torch.as_tensor(targets), autocast)
+
+
+def train_clip_model(
     images: torch.Tensor,
     captions: List[str],
     max_length: int = 16,
@@ -166,11 +229,11 @@ def train_clip(
     device: str = "cpu",
     mixed_precision: Optional[str] = None,
     show_progress: bool = True,
-) -> Tuple[CLIPTextModel, PreTrainedTokenizerFast, Dict[str, float]]:
+) -> Tuple[CLIPModel, PreTrainedTokenizerFast, Dict[str, float]]:
     """
     Trains a small `CLIPModel` from scratch on `images` and their `captions` with CLIP's contrastive loss, and returns
-    its text half as a standalone `CLIPTextModel` with the word-level tokenizer it reads: the text encoder of a
-    text-to-image pipeline, made offline without downloading any weights.
+    it with the word-level tokenizer it reads. `train_clip` keeps its text half, the text encoder of a text-to-image
+    pipeline; the whole model is a judge of prompt fidelity (`caption_ranks`) for a model it did not condition.
 
     Several images may share one caption. Each training batch holds distinct captions, each with one of its images
     chosen at random, so CLIP's loss (which takes every other pair of the batch as a negative) never pushes an image
@@ -194,7 +257,7 @@ def train_clip(
         show_progress: Show a progress bar.
 
     Returns:
-        `(text_encoder, tokenizer, metrics)`. `text_encoder` is in eval mode on the CPU, `tokenizer` pads to
+        `(model, tokenizer, metrics)`. `model` is in eval mode on the CPU, `tokenizer` pads to
         `max_length`, and `metrics` holds `loss` (mean contrastive loss over the last 50 steps), `steps`, and for the
         training images and (when `validation_fraction > 0`) the held-out ones, `{split}_top1` and `{split}_top5`:
         how often an image's caption ranks first, or in the top 5, among the distinct captions of that split, with
@@ -239,8 +302,20 @@ def train_clip(
     metrics: Dict[str, float] = {"loss": sum(losses[-50:]) / len(losses[-50:]), "steps": num_train_steps}
     for split, rows in (("train", train), ("heldout", heldout)):
         if len(rows):
-            top1, top5, distinct = _retrieval(model, pixels[rows], caption_of_image[rows], input_ids, device, autocast)
+            top1, top5, distinct = _retrieval(model, pixels[rows], caption_of_image[rows], input_ids, autocast)
             metrics.update({f"{split}_top1": top1, f"{split}_top5": top5, f"{split}_captions": distinct})
+    return model.cpu(), tokenizer, metrics
+
+
+def train_clip(
+    images: torch.Tensor, captions: List[str], **kwargs
+) -> Tuple[CLIPTextModel, PreTrainedTokenizerFast, Dict]:
+    """
+    The text encoder of a text-to-image pipeline, made offline without downloading any weights: the text half of
+    `train_clip_model(images, captions, **kwargs)` as a standalone `CLIPTextModel` (eval mode, on the CPU), with its
+    tokenizer and the training metrics. Takes `train_clip_model`'s arguments.
+    """
+    model, tokenizer, metrics = train_clip_model(images, captions, **kwargs)
     return _text_half(model), tokenizer, metrics
 
 

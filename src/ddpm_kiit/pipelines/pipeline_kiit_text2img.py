@@ -20,8 +20,7 @@ def encode_prompts(text_encoder, tokenizer, prompts: List[str], device) -> torch
     prompts exactly as the pipeline will give them."""
     max_length = tokenizer.model_max_length
     tokens = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True)
-    full = tokenizer(prompts, padding="longest")
-    for prompt, ids in zip(prompts, full.input_ids):
+    for prompt, ids in zip(prompts, tokenizer(prompts).input_ids):  # unpadded: each prompt's own length
         if len(ids) > max_length:
             logger.warning(f"The prompt {prompt!r} is longer than the tokenizer's {max_length} tokens; cut.")
     return text_encoder(torch.tensor(tokens.input_ids, device=device)).last_hidden_state
