@@ -133,6 +133,21 @@ def test_a_local_folder_wins_over_a_shipped_name(tmp_path, monkeypatch):
     assert resolve_pipeline("user/ddpm-kiit-emoji") == "user/ddpm-kiit-emoji"
 
 
+def test_a_class_or_a_prompt_picks_the_conditional_sibling(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_pipeline("mnist", class_label=7) == str(shipped_pipeline("mnist-class"))
+    assert resolve_pipeline(None, class_label=0) == str(shipped_pipeline("mnist-class"))
+    assert resolve_pipeline("mnist-class", class_label=7) == str(shipped_pipeline("mnist-class"))
+    assert resolve_pipeline("mnist") == str(shipped_pipeline("mnist"))
+    # No class-conditional emoji ships: the name stays, and the pipeline refuses the class itself.
+    assert resolve_pipeline("emoji", class_label=3) == str(shipped_pipeline("emoji"))
+    assert resolve_pipeline("my/folder", class_label=3) == "my/folder"
+    if "emoji-text" in SHIPPED:
+        assert resolve_pipeline("emoji", prompt="red apple") == str(shipped_pipeline("emoji-text"))
+    (tmp_path / "mnist").mkdir()
+    assert resolve_pipeline("mnist", class_label=7) == "mnist"  # a local folder still wins
+
+
 def test_unknown_shipped_name_lists_the_shipped_ones():
     with pytest.raises(ValueError, match="the package ships \\['emoji', 'mnist', 'mnist-class'\\]"):
         shipped_pipeline("cifar10")

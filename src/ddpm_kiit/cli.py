@@ -44,7 +44,8 @@ def _add_generate(commands) -> None:
         "pipeline",
         nargs="?",
         default=None,
-        help=f"Pipeline folder, Hub id, or the name of a shipped one ({SHIPPED_NAMES}; default: mnist).",
+        help=f"Pipeline folder, Hub id, or the name of a shipped one ({SHIPPED_NAMES}; default: mnist). A shipped "
+        "name with --class or --prompt draws from its -class or -text sibling (mnist --class 7 is mnist-class).",
     )
     generate.add_argument("--num-images", type=_positive_int, default=16)
     generate.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="kiit")
@@ -397,7 +398,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.argv = argv
     try:
         if args.command in ("generate", "compare-schedulers", "evaluate") or getattr(args, "pipeline", None):
-            args.pipeline = resolve_pipeline(args.pipeline)
+            asked = {"class_label": getattr(args, "class_label", None), "prompt": getattr(args, "prompt", None)}
+            args.pipeline = resolve_pipeline(args.pipeline, **asked)
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)
         message = COMMANDS[args.command](args)

@@ -2,7 +2,7 @@
 
 Each is a folder written by `examples/train.py` (its model card, README.md, holds the command that trained it and its
 measured scores): load one with `KiitDDPMPipeline.from_pretrained(shipped_pipeline("mnist"))`, or name it on the
-command line (`ddpm-kiit generate emoji`).
+command line (`ddpm-kiit generate emoji`; `ddpm-kiit generate mnist --class 7` draws from `mnist-class`).
 """
 
 import os
@@ -38,14 +38,21 @@ def shipped_pipelines() -> Dict[str, Path]:
     return found
 
 
-def resolve_pipeline(path_or_name: Optional[str]) -> str:
+def resolve_pipeline(
+    path_or_name: Optional[str], class_label: Optional[int] = None, prompt: Optional[str] = None
+) -> str:
     """A pipeline as named on the command line: `None` is the default shipped pipeline, the name of a shipped one is
-    its folder (unless a local folder has that name), and anything else (a folder or a Hub id) is returned as is."""
+    its folder (unless a local folder has that name), and anything else (a folder or a Hub id) is returned as is.
+    A shipped name asked for a class or a prompt means its class-conditional or text-to-image sibling where one
+    ships: `mnist` with `class_label` is `mnist-class`, `emoji` with `prompt` is `emoji-text`."""
     if path_or_name is None:
-        return str(shipped_pipeline())
-    if path_or_name in SHIPPED and not os.path.exists(path_or_name):
-        return str(shipped_pipeline(path_or_name))
-    return path_or_name
+        path_or_name = DEFAULT_SHIPPED
+    elif path_or_name not in SHIPPED or os.path.exists(path_or_name):
+        return path_or_name
+    suffix = "text" if prompt is not None else "class" if class_label is not None else None
+    if suffix is not None and f"{path_or_name}-{suffix}" in SHIPPED:
+        path_or_name = f"{path_or_name}-{suffix}"
+    return str(shipped_pipeline(path_or_name))
 
 
 def package_pipeline(trained_folder: os.PathLike, name: str, command_chain: str = "") -> Path:
