@@ -20,12 +20,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from ddpm_kiit import KiitDDPMPipeline
 from ddpm_kiit.evaluation import frechet_distance, load_classifier
 from ddpm_kiit.evaluation.evaluate import extract_features, reference_images
+from ddpm_kiit.pretrained import shipped_pipeline
 from ddpm_kiit.sampling import SCHEDULERS, swap_scheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -43,16 +45,17 @@ def parse_scales(text: str) -> list:
 
 
 @torch.no_grad()
-def draw(pipe, label: int, count: int, scale: float, steps: int, seed: int, batch_size: int = 250) -> torch.Tensor:
-    """`count` digits of class `label` in [-1, 1], in seeded batches (the same noise for every scale)."""
+def draw(pipe, label: Optional[int], count: int, scale: Optional[float], steps: int, seed: int, batch_size: int = 250):
+    """`count` digits of class `label` in [-1, 1], in seeded batches (the same noise for every scale); `label=None`
+    draws from an unconditional pipeline."""
+    conditioning = {} if label is None else {"class_labels": label, "guidance_scale": scale}
     batches = []
     for index, start in enumerate(range(0, count, batch_size)):
         images = pipe(
             batch_size=min(batch_size, count - start),
-            class_labels=label,
-            guidance_scale=scale,
+            **conditioning,
             num_inference_steps=steps,
-            generator=torch.Generator().manual_seed(seed * 1_000_003 + label * 1009 + index),
+            generator=torch.Generator().manual_seed(seed * 1_000_003 + (label or 0) * 1009 + index),
             output_type="pt",
         ).images
         batches.append(images.cpu() * 2 - 1)
@@ -89,6 +92,16 @@ def measure(pipe, args) -> dict:
         ]
     )
     results["pooled_floor_fid"] = frechet_distance(pooled_test, pooled_train)
+    if args.unconditional:
+        # The target's yardstick, measured here the same way: the unconditional pipeline, same sampler and n.
+        unconditional = swap_scheduler(KiitDDPMPipeline.from_pretrained(args.unconditional), args.scheduler)
+        unconditional.enable_fast_inference().set_progress_bar_config(disable=True)
+        samples = draw(unconditional, None, 10 * pooled, None, args.steps, args.seed)
+        results["unconditional"] = {
+            "pipeline": args.unconditional,
+            "pooled_fid": frechet_distance(pooled_test, extract_features(classifier, samples)),
+        }
+        print(f"unconditional {args.unconditional}: all-class FID {results['unconditional']['pooled_fid']:.2f}")
     for scale in args.scales:
         start, row, drawn = time.perf_counter(), {"accuracy": {}, "fid": {}}, []
         for c in range(10):
@@ -133,6 +146,11 @@ def card_section(results: dict, command: str) -> str:
     for scale, row in results["scales"].items():
         accuracy = f"{100 * row['mean_accuracy']:.1f}%"
         lines.append(f"| {float(scale):g} | {accuracy} | {row['mean_fid']:.2f} | {row['pooled_fid']:.2f} |")
+    if "unconditional" in results:
+        unconditional = results["unconditional"]
+        lines.append(
+            f"| unconditional `{Path(unconditional['pipeline']).name}` | | | {unconditional['pooled_fid']:.2f} |"
+        )
     floors = f"{results['mean_floor_fid']:.2f} | {results['pooled_floor_fid']:.2f}"
     lines.append(f"| real vs real | 100% (by definition) | {floors} |")
     return "\n".join(lines) + "\n"
@@ -169,6 +187,12 @@ def main(argv=None):
         "--reference", default="mnist-full", help="Where the per-class test and train digits come from."
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--unconditional",
+        default=str(shipped_pipeline("mnist")),
+        help="The unconditional pipeline whose all-class FID is the target's yardstick, drawn with the same sampler "
+        "and n (default: the shipped mnist; '' skips it).",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--update-card", action="store_true", help="Write the table into the pipeline's model card (its README.md)."
@@ -180,6 +204,7 @@ def main(argv=None):
             args.pipeline = str(Path(scratch) / "tiny")
             train_run(args.pipeline, 2, ["--conditioning", "class", "--resolution", "32"], quick=True)
             args.num_per_class, args.scales, args.steps, args.reference = 4, [1.0, 3.0], 2, "mnist"
+            args.unconditional = ""
         if args.pipeline is None:
             parser.error("name a class-conditional pipeline folder (or pass --quick)")
         pipe = KiitDDPMPipeline.from_pretrained(args.pipeline).enable_fast_inference()

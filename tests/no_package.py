@@ -37,14 +37,17 @@ torch.set_num_threads({threads})
 
 def sample(pipe):  # the same call as `no_package.sample` in the test process
     pipe.set_progress_bar_config(disable=True)
-    return pipe(batch_size=2, num_inference_steps=5, generator=torch.manual_seed(0), output_type="np").images
+    ask = {{"prompt": ["red apple", "grinning face"]}} if "text_encoder" in pipe.components else {{"batch_size": 2}}
+    return pipe(**ask, num_inference_steps=5, generator=torch.manual_seed(0), output_type="np").images
 """
 
 
 def sample(pipe) -> np.ndarray:
-    """Images that a test compares across processes: few steps, a fixed seed, floats (as the child's `sample`)."""
+    """Images that a test compares across processes: few steps, a fixed seed, floats (as the child's `sample`); two
+    prompts for a text-to-image pipeline."""
     pipe.set_progress_bar_config(disable=True)
-    return pipe(batch_size=2, num_inference_steps=5, generator=torch.manual_seed(0), output_type="np").images
+    ask = {"prompt": ["red apple", "grinning face"]} if "text_encoder" in pipe.components else {"batch_size": 2}
+    return pipe(**ask, num_inference_steps=5, generator=torch.manual_seed(0), output_type="np").images
 
 
 def run_without_package(code: str, workdir: Path, env: Optional[dict] = None) -> subprocess.CompletedProcess:

@@ -64,13 +64,17 @@ def extract_features(network, images: torch.Tensor, batch_size: int = 250) -> to
 
 @torch.no_grad()
 def generate_samples(pipe, num_samples: int, batch_size: int = 250, seed: int = 0, num_inference_steps=None):
-    """`num_samples` images in [-1, 1] from `pipe`, in batches, each batch seeded from `seed` and its index."""
+    """`num_samples` images in [-1, 1] from `pipe`, in batches, each batch seeded from `seed` and its index. A
+    conditional pipeline draws without a condition: the null label, or the empty prompt (unguided)."""
+    from ..pipelines import KiitTextToImagePipeline
+
     pipe.set_progress_bar_config(disable=True)
     batches = []
     for index, start in enumerate(tqdm(range(0, num_samples, batch_size), desc="Generating")):
         count = min(batch_size, num_samples - start)
+        text = isinstance(pipe, KiitTextToImagePipeline)
         images = pipe(
-            batch_size=count,
+            **({"prompt": [""] * count, "guidance_scale": 1.0} if text else {"batch_size": count}),
             generator=torch.Generator(pipe.device).manual_seed(seed * 100_003 + index),
             num_inference_steps=num_inference_steps,
             output_type="pt",

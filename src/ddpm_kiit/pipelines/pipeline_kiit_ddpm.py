@@ -197,9 +197,9 @@ class KiitDDPMPipeline(DiffusionPipeline):
             if subclass is not None:
                 return subclass.from_pretrained(pretrained_model_name_or_path, **kwargs)
         variant = None if "variant" in kwargs else only_variant(pretrained_model_name_or_path)
-        if (
-            variant is not None
-        ):  # a folder that holds only half-precision weights (shipped ones): load those, in float32
+        if variant is not None:
+            # A folder that holds only half-precision weights (the shipped ones): load those, as stock Diffusers does
+            # when told the variant (the unet in float32; a `transformers` text encoder stays in float16).
             kwargs["variant"] = variant
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
