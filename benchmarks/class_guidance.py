@@ -31,7 +31,7 @@ from ddpm_kiit.pretrained import shipped_pipeline
 from ddpm_kiit.sampling import SCHEDULERS, swap_scheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, train_run, write_card_section  # noqa: E402
+from common import card_table, machine, train_run, write_card_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 POOLED_PER_CLASS = 200
@@ -131,29 +131,37 @@ def measure(pipe, args) -> dict:
 
 def card_section(results: dict, command: str) -> str:
     """The card's "Asking for a class" section: the table of `results`, with the command that measured it."""
-    lines = [
-        "## Asking for a class",
-        "",
+    intro = (
         f"Measured by `{command}` ({results['scheduler']}, {results['steps']} steps, {results['n_per_class']} digits "
         f"per class; accuracy: the share the shipped MNIST classifier reads as the asked class; class FID: against "
         f"that class's {results['reference']} test digits in the classifier's features, mean of the 10 classes; "
         f"all-class FID: {results['pooled_n']} digits, {results['pooled_n'] // 10} per class, against as many test "
-        f"digits).",
-        "",
-        "| guidance scale | accuracy | class FID | all-class FID |",
-        "|---|---|---|---|",
+        f"digits)."
+    )
+    rows = [
+        [
+            f"{float(scale):g}",
+            f"{100 * row['mean_accuracy']:.1f}%",
+            f"{row['mean_fid']:.2f}",
+            f"{row['pooled_fid']:.2f}",
+        ]
+        for scale, row in results["scales"].items()
     ]
-    for scale, row in results["scales"].items():
-        accuracy = f"{100 * row['mean_accuracy']:.1f}%"
-        lines.append(f"| {float(scale):g} | {accuracy} | {row['mean_fid']:.2f} | {row['pooled_fid']:.2f} |")
     if "unconditional" in results:
         unconditional = results["unconditional"]
-        lines.append(
-            f"| unconditional `{Path(unconditional['pipeline']).name}` | | | {unconditional['pooled_fid']:.2f} |"
+        rows.append(
+            [f"unconditional `{Path(unconditional['pipeline']).name}`", "", "", f"{unconditional['pooled_fid']:.2f}"]
         )
-    floors = f"{results['mean_floor_fid']:.2f} | {results['pooled_floor_fid']:.2f}"
-    lines.append(f"| real vs real | 100% (by definition) | {floors} |")
-    return "\n".join(lines) + "\n"
+    rows.append(
+        [
+            "real vs real",
+            "100% (by definition)",
+            f"{results['mean_floor_fid']:.2f}",
+            f"{results['pooled_floor_fid']:.2f}",
+        ]
+    )
+    header = ["guidance scale", "accuracy", "class FID", "all-class FID"]
+    return card_table("Asking for a class", intro, header, rows)
 
 
 def plot(results: dict, path: Path) -> None:

@@ -113,3 +113,10 @@ def write_card_section(folder: Path, title: str, section: str) -> None:
 
     card = Path(folder) / "README.md"
     write_text_atomically(card, _replace_section(card.read_text(encoding="utf-8"), title, section))
+
+
+def card_table(title: str, intro: str, header: list, rows: list) -> str:
+    """A model card section: `## title`, the paragraph `intro`, and a Markdown table of `rows` (lists of cells)."""
+    lines = [f"## {title}", "", intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

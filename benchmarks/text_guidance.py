@@ -34,7 +34,7 @@ from ddpm_kiit.text import caption_ranks, image_embeddings, train_clip_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from class_guidance import parse_scales  # noqa: E402
-from common import machine, write_card_section  # noqa: E402
+from common import card_table, machine, write_card_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_ROWS = 8
@@ -123,29 +123,37 @@ def measure(pipe, args, train_images, train_captions, heldout_images, judge_data
 
 def card_section(results: dict, command: str) -> str:
     """The card's "Prompt fidelity" section: the table of `results`, with the command that measured it."""
-    lines = [
-        "## Prompt fidelity",
-        "",
+    intro = (
         f"Measured by `{command}` ({results['scheduler']}, {results['steps']} steps, one image for each of "
         f"{results['num_prompts']} training captions drawn at random; top-1 / top-5: how often a second CLIP, "
         f"trained apart from the one that conditions this model, ranks the prompt first / in the top 5 among all "
         f"{results['num_captions']} training captions; own emoji: the share of images whose nearest training emoji "
-        "in pixels is the prompt's own; FID: against the training emoji in that CLIP's image embeddings).",
-        "",
-        "| guidance scale | top-1 | top-5 | own emoji nearest | copy fraction | FID |",
-        "|---|---|---|---|---|---|",
-    ]
-    for scale, row in results["scales"].items():
-        lines.append(
-            f"| {float(scale):g} | {100 * row['top1']:.1f}% | {100 * row['top5']:.1f}% | "
-            f"{100 * row['own_emoji_nearest']:.1f}% | {row['copy_fraction']:.3f} | {row['fid']:.2f} |"
-        )
-    real = results["real"]
-    lines.append(
-        f"| real emoji | {100 * real['top1']:.1f}% | {100 * real['top5']:.1f}% | 100% | | "
-        f"{results['floor_fid']:.2f} (held out) |"
+        "in pixels is the prompt's own; FID: against the training emoji in that CLIP's image embeddings)."
     )
-    return "\n".join(lines) + "\n"
+    rows = [
+        [
+            f"{float(scale):g}",
+            f"{100 * row['top1']:.1f}%",
+            f"{100 * row['top5']:.1f}%",
+            f"{100 * row['own_emoji_nearest']:.1f}%",
+            f"{row['copy_fraction']:.3f}",
+            f"{row['fid']:.2f}",
+        ]  # fmt: skip
+        for scale, row in results["scales"].items()
+    ]
+    real = results["real"]
+    rows.append(
+        [
+            "real emoji",
+            f"{100 * real['top1']:.1f}%",
+            f"{100 * real['top5']:.1f}%",
+            "100%",
+            "",
+            f"{results['floor_fid']:.2f} (held out)",
+        ]
+    )
+    header = ["guidance scale", "top-1", "top-5", "own emoji nearest", "copy fraction", "FID"]
+    return card_table("Prompt fidelity", intro, header, rows)
 
 
 def plot(results: dict, path: Path) -> None:
