@@ -10,8 +10,8 @@ guidance scale and each class c, it draws `--num-per-class` digits with `class_l
   model under test) reads as c;
 - FID of those digits against the reference set's test digits of class c, in that classifier's features, beside the
   real-vs-real floor of class c at the same n (its training digits of class c against its test digits).
-Writes `benchmarks/results/class_guidance.json` and a plot, `docs/class_guidance.png`. `--quick` trains a tiny
-model for two steps and scores a handful of samples (the smoke test; it writes nothing).
+Writes `benchmarks/results/class_guidance.json` and a plot, `docs/class_guidance.png` (`--out`, `--plot`). `--quick`
+trains a tiny model for two steps and scores a handful of samples (the smoke test; it writes nothing).
 """
 
 import argparse
@@ -206,6 +206,7 @@ def main(argv=None):
         "--update-card", action="store_true", help="Write the table into the pipeline's model card (its README.md)."
     )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "class_guidance.json"))
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "class_guidance.png"), help="Where the plot goes.")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         if args.quick:
@@ -227,7 +228,7 @@ def main(argv=None):
             machine=machine(torch.device("cpu")),
         )  # fmt: skip
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-        plot(results, ROOT / "docs" / "class_guidance.png")
+        plot(results, Path(args.plot))
         if args.update_card:
             write_card_section(
                 Path(args.pipeline), "Asking for a class", card_section(results, "python benchmarks/class_guidance.py")
