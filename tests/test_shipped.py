@@ -39,8 +39,12 @@ def test_shipped_weights_are_safetensors_and_fit_the_budget():
 def test_card_records_the_training_command_and_the_measured_scores(name):
     card = (shipped_pipeline(name) / "README.md").read_text()
     assert "examples/train.py" in card
-    assert "## Quality" in card
-    assert re.search(r"^\| fid \| \d+\.\d+ \| \d+\.\d+ \|$", card, re.M), "no measured FID beside its floor"
+    if (shipped_pipeline(name) / "text_encoder").is_dir():  # scored by prompt, against the real emoji's own scores
+        assert "## Prompt fidelity" in card and "benchmarks/text_guidance.py" in card
+        assert re.search(r"^\| real emoji \| \d+\.\d% \| \d+\.\d% \|.*\d+\.\d+ \(held out\) \|$", card, re.M)
+    else:
+        assert "## Quality" in card
+        assert re.search(r"^\| fid \| \d+\.\d+ \| \d+\.\d+ \|$", card, re.M), "no measured FID beside its floor"
     if list((shipped_pipeline(name) / "unet").glob("*.fp16.safetensors")):  # stock Diffusers needs the variant
         assert card.count('variant="fp16"') == 2, "both usage snippets load the half-precision weights"
 
@@ -142,14 +146,13 @@ def test_a_class_or_a_prompt_picks_the_conditional_sibling(tmp_path, monkeypatch
     # No class-conditional emoji ships: the name stays, and the pipeline refuses the class itself.
     assert resolve_pipeline("emoji", class_label=3) == str(shipped_pipeline("emoji"))
     assert resolve_pipeline("my/folder", class_label=3) == "my/folder"
-    if "emoji-text" in SHIPPED:
-        assert resolve_pipeline("emoji", prompt="red apple") == str(shipped_pipeline("emoji-text"))
+    assert resolve_pipeline("emoji", prompt="red apple") == str(shipped_pipeline("emoji-text"))
     (tmp_path / "mnist").mkdir()
     assert resolve_pipeline("mnist", class_label=7) == "mnist"  # a local folder still wins
 
 
 def test_unknown_shipped_name_lists_the_shipped_ones():
-    with pytest.raises(ValueError, match="the package ships \\['emoji', 'mnist', 'mnist-class'\\]"):
+    with pytest.raises(ValueError, match="the package ships \\['emoji', 'emoji-text', 'mnist', 'mnist-class'\\]"):
         shipped_pipeline("cifar10")
 
 
@@ -191,3 +194,24 @@ def test_shipped_code_is_what_the_package_source_generates(name):
             f"{folder.name}/{path} is not what {cls.__module__} generates now: the package's source changed since "
             f"the shipped pipelines were saved. Regenerate their code (the weights stay as they are): {REFRESH}"
         )
+
+
+@torch.no_grad()
+def test_shipped_text_pipeline_draws_what_the_prompt_names():
+    from ddpm_kiit import KiitTextToImagePipeline
+
+    pipe = DiffusionPipeline.from_pretrained(shipped_pipeline("emoji-text"), variant="fp16")
+    assert isinstance(pipe, KiitTextToImagePipeline) and pipe.unet.dtype == torch.float32
+    pipe = swap_scheduler(pipe, "dpm-solver++-sde")  # the sampler of its measurements (docs/conditioning.md)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(
+        prompt=["tomato", "counterclockwise arrows button"],
+        num_images_per_prompt=2,
+        num_inference_steps=20,
+        generator=torch.manual_seed(0),
+        output_type="pt",
+    ).images
+    assert images.shape == (4, 3, 32, 32)
+    red_minus_blue = (images[:, 0] - images[:, 2]).mean(dim=(1, 2))
+    # A tomato is red on white, the arrows button a blue square: the prompt decides the colour.
+    assert red_minus_blue[:2].min() > 0.1 > -0.05 > red_minus_blue[2:].max(), red_minus_blue.tolist()

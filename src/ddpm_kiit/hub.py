@@ -56,6 +56,11 @@ def _describe_unet(unet) -> str:
         parts.append("attention gates on the skips, gated by the decoder" + (" and the time" if with_time else ""))
     if config.get("skip_conv_in"):
         parts.append("full-resolution skip")
+    if config.get("num_class_embeds"):
+        parts.append(f"a class embedding of {config.num_class_embeds} classes and the null label")
+    if config.get("cross_attention_dim"):
+        sizes = "".join(f"{r}x{r} and " for r in config.get("cross_attention_resolutions") or ())
+        parts.append(f"cross-attention to {config.cross_attention_dim}-wide text states at {sizes}the bottleneck")
     return ", ".join(parts)
 
 

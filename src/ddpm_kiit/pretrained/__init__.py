@@ -10,7 +10,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Dict, Optional
 
-SHIPPED = {"mnist": "ddpm-kiit-mnist", "emoji": "ddpm-kiit-emoji", "mnist-class": "ddpm-kiit-mnist-class"}
+SHIPPED = {
+    "mnist": "ddpm-kiit-mnist",
+    "emoji": "ddpm-kiit-emoji",
+    "mnist-class": "ddpm-kiit-mnist-class",
+    "emoji-text": "ddpm-kiit-emoji-text",
+}
 DEFAULT_SHIPPED = "mnist"
 
 
@@ -57,10 +62,11 @@ def resolve_pipeline(
 
 def package_pipeline(trained_folder: os.PathLike, name: str, command_chain: str = "") -> Path:
     """For maintainers: puts a pipeline folder that `examples/train.py` wrote into the package as the shipped
-    pipeline `name` (a key of `SHIPPED`): the unet in half precision (Diffusers' `variant="fp16"` safetensors, which
-    `KiitDDPMPipeline.from_pretrained` loads in float32), the scheduler, the generated code, and the trained folder's
-    model card (`command_chain`, the commands after training, added to its Training section), sample grid and
-    `train_summary.json`. Checkpoints and logs stay behind. The folder is replaced in one rename."""
+    pipeline `name` (a key of `SHIPPED`): the unet (and a text encoder) in half precision (Diffusers' `variant="fp16"`
+    safetensors; `KiitDDPMPipeline.from_pretrained` loads the unet's in float32), the scheduler, the tokenizer, the
+    generated code, and the trained folder's model card (`command_chain`, the commands after training, added to its
+    Training section), sample grid and `train_summary.json`. Checkpoints and logs stay behind. The folder is replaced
+    in one rename."""
     import shutil
 
     from ..hub import update_card_usage
@@ -72,6 +78,8 @@ def package_pipeline(trained_folder: os.PathLike, name: str, command_chain: str 
     trained = Path(trained_folder)
     pipe = KiitDDPMPipeline.from_pretrained(trained)
     pipe.unet.half()
+    if getattr(pipe, "text_encoder", None) is not None:
+        pipe.text_encoder.half()
     with atomic_directory(Path(str(resources.files(__name__).joinpath(SHIPPED[name])))) as staging:
         pipe.save_pretrained(staging, variant="fp16")
         for entry in ("README.md", "samples.png", "train_summary.json"):
