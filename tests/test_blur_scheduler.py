@@ -301,7 +301,11 @@ def test_each_scheduler_computes_exactly_what_the_old_class_did(case, old_number
     assert set(new) == set(expected)
     for key, value in new.items():
         assert value.dtype == expected[key].dtype, key
-        assert torch.equal(value, expected[key]), f"{case}/{key} differs from the old class's"
+        # Recorded on one CPU: another vectorises the blur's float sums differently (AVX2 against AVX-512), so
+        # the numbers agree to float32 rounding, not bit for bit; a changed formula is off by far more.
+        torch.testing.assert_close(
+            value, expected[key], rtol=1e-4, atol=1e-4, msg=lambda m, key=key: f"{case}/{key}: {m}"
+        )
 
 
 def test_each_process_answers_what_the_model_learns_and_its_snr():
