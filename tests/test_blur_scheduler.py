@@ -302,9 +302,12 @@ def test_each_scheduler_computes_exactly_what_the_old_class_did(case, old_number
     for key, value in new.items():
         assert value.dtype == expected[key].dtype, key
         # Recorded on one CPU: another vectorises the blur's float sums differently (AVX2 against AVX-512), so
-        # the numbers agree to float32 rounding, not bit for bit; a changed formula is off by far more.
+        # the numbers agree to float32 rounding, not bit for bit; a changed formula is off by far more. The rounding
+        # is relative to the tensor's largest entry, not each entry's own size: the unclipped circular chain's
+        # deblurring grows its values to about 2e7, and entries that cancel to a few hundred keep the big ones' error.
+        scale = expected[key].abs().max().item() if expected[key].is_floating_point() else 0.0
         torch.testing.assert_close(
-            value, expected[key], rtol=1e-4, atol=1e-4, msg=lambda m, key=key: f"{case}/{key}: {m}"
+            value, expected[key], rtol=1e-4, atol=1e-4 * max(scale, 1.0), msg=lambda m, key=key: f"{case}/{key}: {m}"
         )
 
 
