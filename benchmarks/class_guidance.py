@@ -62,35 +62,31 @@ def draw(pipe, label: Optional[int], count: int, scale: Optional[float], steps: 
     return torch.cat(batches)
 
 
-def by_class(dataset: str, split: str, cache_dir=None) -> dict:
+def by_class(dataset: str, split: str, cache_dir=None, seed: int = 0) -> dict:
+    """The split's digits of each class, in a seeded random order: MNIST's test split is ordered (its first half comes
+    from cleaner writers), so the first n digits of a class are not a fair sample of it."""
     from ddpm_kiit.data import load_image_dataset
 
     images = reference_images(dataset, split, 1, 32, cache_dir)
     labels = torch.tensor(load_image_dataset(dataset, split=split, cache_dir=cache_dir)["label"])
-    return {label: images[labels == label] for label in range(10)}
+    generator = torch.Generator().manual_seed(seed)
+    classes = {label: images[labels == label] for label in range(10)}
+    return {label: digits[torch.randperm(len(digits), generator=generator)] for label, digits in classes.items()}
 
 
 def measure(pipe, args) -> dict:
     classifier = load_classifier("mnist")
-    test, train = by_class(args.reference, "test"), by_class(args.reference, "train")
+    test, train = by_class(args.reference, "test", seed=args.seed), by_class(args.reference, "train", seed=args.seed)
     n = min(args.num_per_class, *(len(images) for images in test.values()))
     pooled = min(n, POOLED_PER_CLASS)
     results = {"n_per_class": n, "floor_fid": {}, "scales": {}, "pooled_n": 10 * pooled}
     test_features = {c: extract_features(classifier, test[c][:n]) for c in range(10)}
     for c in range(10):
         results["floor_fid"][c] = frechet_distance(test_features[c], extract_features(classifier, train[c][:n]))
-    # All ten classes together, `pooled` digits of each, as the unconditional pipelines are scored (same n). The
-    # digits are drawn at random: MNIST's test set is ordered (its first half comes from cleaner writers), so its
-    # first digits of each class are not a fair reference.
-    generator = torch.Generator().manual_seed(args.seed)
-    pick = {c: torch.randperm(n, generator=generator)[:pooled] for c in range(10)}
-    pooled_test = torch.cat([test_features[c][pick[c]] for c in range(10)])
-    pooled_train = torch.cat(
-        [
-            extract_features(classifier, train[c][torch.randperm(len(train[c]), generator=generator)[:pooled]])
-            for c in range(10)
-        ]
-    )
+    # All ten classes together, `pooled` digits of each (the first of each class's random order), scored against as
+    # many test digits of each class: the yardstick the unconditional pipeline is measured with below.
+    pooled_test = torch.cat([test_features[c][:pooled] for c in range(10)])
+    pooled_train = torch.cat([extract_features(classifier, train[c][:pooled]) for c in range(10)])
     results["pooled_floor_fid"] = frechet_distance(pooled_test, pooled_train)
     if args.unconditional:
         # The target's yardstick, measured here the same way: the unconditional pipeline, same sampler and n.
@@ -110,7 +106,7 @@ def measure(pipe, args) -> dict:
             row["accuracy"][c] = (predicted == c).float().mean().item()
             features = extract_features(classifier, samples)
             row["fid"][c] = frechet_distance(test_features[c], features)
-            drawn.append(features[pick[c]])
+            drawn.append(features[:pooled])
         row["mean_accuracy"] = sum(row["accuracy"].values()) / 10
         row["mean_fid"] = sum(row["fid"].values()) / 10
         row["pooled_fid"] = frechet_distance(pooled_test, torch.cat(drawn))
@@ -129,8 +125,8 @@ def measure(pipe, args) -> dict:
     return results
 
 
-def card_section(results: dict, command: str) -> str:
-    """The card's "Asking for a class" section: the table of `results`, with the command that measured it."""
+def card_section(results: dict, command: str, title: str = "Asking for a class") -> str:
+    """The card's `title` section: the table of `results`, with the command that measured it."""
     intro = (
         f"Measured by `{command}` ({results['scheduler']}, {results['steps']} steps, {results['n_per_class']} digits "
         f"per class; accuracy: the share the shipped MNIST classifier reads as the asked class; class FID: against "
@@ -155,13 +151,13 @@ def card_section(results: dict, command: str) -> str:
     rows.append(
         [
             "real vs real",
-            "100% (by definition)",
+            "",
             f"{results['mean_floor_fid']:.2f}",
             f"{results['pooled_floor_fid']:.2f}",
         ]
     )
     header = ["guidance scale", "accuracy", "class FID", "all-class FID"]
-    return card_table("Asking for a class", intro, header, rows)
+    return card_table(title, intro, header, rows)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -172,14 +168,21 @@ def plot(results: dict, path: Path) -> None:
 
     scales = [float(s) for s in results["scales"]]
     rows = list(results["scales"].values())
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
     left.plot(scales, [100 * row["mean_accuracy"] for row in rows], marker="o")
     left.set(xlabel="guidance scale", ylabel="asked class, % (shipped classifier)", title="Class accuracy")
-    right.plot(scales, [row["mean_fid"] for row in rows], marker="o", label="samples")
-    right.axhline(results["mean_floor_fid"], color="grey", linestyle="--", label="real vs real")
-    right.set(xlabel="guidance scale", ylabel="FID per class (mean of 10, log scale)", title="Quality")
+    right.plot(scales, [row["mean_fid"] for row in rows], marker="o", color="C0", label="per class (mean of 10)")
+    right.axhline(results["mean_floor_fid"], color="C0", linestyle="--", label="per class, real vs real")
+    if all("pooled_fid" in row for row in rows):
+        right.plot(scales, [row["pooled_fid"] for row in rows], marker="s", color="C1", label="all classes")
+        right.axhline(results["pooled_floor_fid"], color="C1", linestyle="--", label="all classes, real vs real")
+    if "unconditional" in results:
+        right.axhline(
+            results["unconditional"]["pooled_fid"], color="C2", linestyle=":", label="unconditional model, all"
+        )
+    right.set(xlabel="guidance scale", ylabel="FID (log scale)", title="Quality")
     right.set_yscale("log")
-    right.legend()
+    right.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
@@ -207,7 +210,11 @@ def main(argv=None):
     )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "class_guidance.json"))
     parser.add_argument("--plot", default=str(ROOT / "docs" / "class_guidance.png"), help="Where the plot goes.")
+    parser.add_argument(
+        "--card-section", default="Asking for a class", help="The title of the card section --update-card writes."
+    )
     args = parser.parse_args(argv)
+    argv_used = [part for part in (sys.argv[1:] if argv is None else argv) if part != "--update-card"]
     with tempfile.TemporaryDirectory() as scratch:
         if args.quick:
             args.pipeline = str(Path(scratch) / "tiny")
@@ -225,14 +232,13 @@ def main(argv=None):
     if not args.quick:
         results.update(
             pipeline=args.pipeline, scheduler=args.scheduler, steps=args.steps, reference=args.reference,
-            machine=machine(torch.device("cpu")),
+            machine=machine(torch.device("cpu")), command=" ".join(["python benchmarks/class_guidance.py", *argv_used]),
         )  # fmt: skip
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
         plot(results, Path(args.plot))
         if args.update_card:
-            write_card_section(
-                Path(args.pipeline), "Asking for a class", card_section(results, "python benchmarks/class_guidance.py")
-            )
+            section = card_section(results, results["command"], args.card_section)
+            write_card_section(Path(args.pipeline), args.card_section, section)
     return 0
 
 

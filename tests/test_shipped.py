@@ -1,5 +1,6 @@
 """Issue 8: the pipelines that ship in the package load, generate recognisable images, and say how they were made."""
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -95,6 +96,22 @@ def test_shipped_class_pipeline_draws_the_digit_it_is_asked_for():
     ).images
     read = load_classifier("mnist")(images * 2 - 1).argmax(dim=1)
     assert (read == labels).float().mean() >= 0.9, read.tolist()
+
+
+def test_the_class_default_guidance_is_the_smallest_measured_scale_that_meets_the_target():
+    # Issue 26's target: >= 99% of the digits read as the asked class, with an all-class FID no worse than the
+    # unconditional shipped model's on the same yardstick (benchmarks/class_guidance.py's finer sweep).
+    results = json.loads((Path(__file__).parents[1] / "benchmarks/results/class_guidance_fine.json").read_text())
+    assert results["pipeline"].endswith("ddpm-kiit-mnist-class") and results["n_per_class"] >= 200
+    unconditional = results["unconditional"]["pooled_fid"]
+    meeting = [
+        float(scale)
+        for scale, row in results["scales"].items()
+        if row["mean_accuracy"] >= 0.99 and row["pooled_fid"] <= unconditional
+    ]
+    assert meeting, "no measured scale meets the target"
+    default = inspect.signature(KiitDDPMPipeline.__call__).parameters["guidance_scale"].default
+    assert default == min(meeting)
 
 
 def test_shipped_emoji_pipeline_draws_colour_pictures_on_white():

@@ -691,7 +691,14 @@ def _generate_tab(gr, limits: AppLimits) -> Dict:
                 gr.Textbox("", label="Class: a number (class-conditional pipelines; empty: none)", elem_id="class"),
                 gr.Textbox("", label="Prompt (text-to-image pipelines)", elem_id="prompt"),
                 gr.Textbox("", label="Negative prompt", elem_id="negative-prompt"),
-                gr.Slider(0, 10, value=DEFAULT_GUIDANCE_SCALE, step=0.5, label="Guidance scale", elem_id="guidance"),
+                gr.Slider(
+                    0,
+                    10,
+                    value=DEFAULT_GUIDANCE_SCALE,
+                    step=0.25,
+                    label="Guidance scale (measured best: 1.5 for the shipped digits, 2 for emoji prompts)",
+                    elem_id="guidance",
+                ),
             ]
         return {
             "inputs": [scheduler, steps, seed, count, variance, thresholding, threshold, *conditions],

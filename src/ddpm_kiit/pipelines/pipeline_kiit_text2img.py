@@ -8,9 +8,13 @@ import torch
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils import logging
 
-from .pipeline_kiit_ddpm import DEFAULT_GUIDANCE_SCALE, ClassifierFreeGuidance, KiitDDPMPipeline, check_guidance_scale
+from .pipeline_kiit_ddpm import ClassifierFreeGuidance, KiitDDPMPipeline, check_guidance_scale
 
 logger = logging.get_logger(__name__)
+
+# The scale with the best prompt fidelity in the measured sweep of the shipped emoji-text model (docs/conditioning.md,
+# benchmarks/text_guidance.py).
+DEFAULT_TEXT_GUIDANCE_SCALE = 2.0
 
 
 @torch.no_grad()
@@ -116,7 +120,7 @@ class KiitTextToImagePipeline(KiitDDPMPipeline):
         prompt: Optional[Union[str, List[str]]] = None,
         negative_prompt: Optional[Union[str, List[str]]] = None,
         num_images_per_prompt: int = 1,
-        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        guidance_scale: float = DEFAULT_TEXT_GUIDANCE_SCALE,
         num_inference_steps: Optional[int] = None,
         generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
         prompt_embeds: Optional[torch.Tensor] = None,
