@@ -230,9 +230,10 @@ def main(argv=None):
         pipe.set_progress_bar_config(disable=True)
         results = measure(pipe, args)
     if not args.quick:
+        command = " ".join(["python benchmarks/class_guidance.py", *argv_used])
         results.update(
             pipeline=args.pipeline, scheduler=args.scheduler, steps=args.steps, reference=args.reference,
-            machine=machine(torch.device("cpu")), command=" ".join(["python benchmarks/class_guidance.py", *argv_used]),
+            machine=machine(torch.device("cpu")), command=command,
         )  # fmt: skip
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
         plot(results, Path(args.plot))
