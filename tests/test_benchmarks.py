@@ -32,6 +32,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
         "malloc_settings.py",
         "main_job.py",
         "class_guidance.py",
+        "fid_vs_hours.py",
         pytest.param(
             "text_guidance.py",
             marks=pytest.mark.skipif(

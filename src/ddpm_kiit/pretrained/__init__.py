@@ -67,6 +67,7 @@ def package_pipeline(trained_folder: os.PathLike, name: str, command_chain: str 
     generated code, and the trained folder's model card (`command_chain`, the commands after training, added to its
     Training section), sample grid and `train_summary.json`. Checkpoints and logs stay behind. The folder is replaced
     in one rename."""
+    import json
     import shutil
 
     from ..hub import update_card_usage
@@ -82,6 +83,12 @@ def package_pipeline(trained_folder: os.PathLike, name: str, command_chain: str 
         pipe.text_encoder.half()
     with atomic_directory(Path(str(resources.files(__name__).joinpath(SHIPPED[name])))) as staging:
         pipe.save_pretrained(staging, variant="fp16")
+        for config_file in staging.glob("*/config.json"):
+            # Diffusers records the folder a model was loaded from; here that is a path on the maintainer's disk.
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            if config.pop("_name_or_path", None) is not None:
+                config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        staging.chmod(0o755)  # a staging folder is private (mkdtemp); the package's folders are not
         for entry in ("README.md", "samples.png", "train_summary.json"):
             if (trained / entry).is_file():
                 shutil.copy2(trained / entry, staging / entry)
