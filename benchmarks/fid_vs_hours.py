@@ -27,20 +27,20 @@ from ddpm_kiit import KiitDDPMPipeline, SimpleUNet2DModel
 from ddpm_kiit.evaluation import evaluate_pipeline
 from ddpm_kiit.evaluation.evaluate import EvaluationCache
 from ddpm_kiit.sampling import SCHEDULERS, swap_scheduler
-from ddpm_kiit.training.checkpoints import list_checkpoints
+from ddpm_kiit.training.checkpoints import list_checkpoints, load_ema_unet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, train_run  # noqa: E402
 
-TARGET_RATIO = 1.5  # issue 27: shipped pipelines at most 1.5x the real-vs-real floor
+TARGET_RATIO = 1.5  # the shipped pipelines' bar: at most 1.5x the real-vs-real floor
 
 
 def checkpoint_unet(checkpoint: Path) -> SimpleUNet2DModel:
-    """The EMA weights a checkpoint holds (the pipeline's unet at that step), or its raw weights without EMA."""
+    """The pipeline's unet at a checkpoint's step: the EMA weights it holds."""
     ema = checkpoint / "unet_ema"
     if not ema.is_dir():
         raise ValueError(f"{checkpoint} has no unet_ema/: this script scores EMA runs (the default of train.py).")
-    return SimpleUNet2DModel.from_pretrained(ema)
+    return load_ema_unet(ema)
 
 
 def seconds_per_step(run_dir: Path) -> float:
@@ -60,7 +60,7 @@ def measure(run_dir: Path, args) -> dict:
         )
     per_step = seconds_per_step(run_dir)
     pipe = KiitDDPMPipeline.from_pretrained(run_dir)
-    pipe = swap_scheduler(pipe, args.scheduler) if args.scheduler else pipe
+    pipe = swap_scheduler(pipe, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     cache, points = EvaluationCache(), []
     for checkpoint in tqdm(checkpoints, desc="Checkpoints"):

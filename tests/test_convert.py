@@ -90,6 +90,9 @@ def test_cli_converts_a_checkpoint_into_a_loadable_pipeline(tmp_path, capsys):
     torch.save(original.state_dict(), checkpoint)
     out = tmp_path / "converted"
     assert main(["convert-seed", str(checkpoint), str(out)]) == 0
+    # Written through a private staging folder, the output still gets the permissions of any folder made here.
+    (tmp_path / "made").mkdir()
+    assert out.stat().st_mode & 0o777 == (tmp_path / "made").stat().st_mode & 0o777
     assert "self_attention" in capsys.readouterr().out
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert "library_name: diffusers" in (out / "README.md").read_text()

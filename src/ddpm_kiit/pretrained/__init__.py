@@ -88,7 +88,6 @@ def package_pipeline(trained_folder: os.PathLike, name: str, command_chain: str 
             config = json.loads(config_file.read_text(encoding="utf-8"))
             if config.pop("_name_or_path", None) is not None:
                 config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        staging.chmod(0o755)  # a staging folder is private (mkdtemp); the package's folders are not
         for entry in ("README.md", "samples.png", "train_summary.json"):
             if (trained / entry).is_file():
                 shutil.copy2(trained / entry, staging / entry)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 
 from ..io_utils import promote
 from ..models import SimpleUNet2DModel
@@ -66,11 +67,23 @@ def save_checkpoint(accelerator, unet, ema_model, output_dir: Path, global_step:
     return final
 
 
+def load_ema_unet(folder: Path) -> SimpleUNet2DModel:
+    """The unet that `EMAModel.save_pretrained` wrote to `folder` (a checkpoint's `unet_ema/`), with the EMA weights.
+    Its config also holds the EMA counters; they are left out instead of being passed to the model, which would warn
+    about each."""
+    from safetensors.torch import load_file
+
+    config = SimpleUNet2DModel.load_config(folder)
+    unet = SimpleUNet2DModel.from_config({k: v for k, v in config.items() if k not in _EMA_COUNTERS})
+    unet.load_state_dict(load_file(str(Path(folder) / SAFETENSORS_WEIGHTS_NAME)))
+    return unet
+
+
 def load_ema(ema_model, folder: Path, device) -> None:
     """Restores EMA weights and counters saved by `EMAModel.save_pretrained` (safetensors plus config keys)."""
     config = SimpleUNet2DModel.load_config(folder)
     state = {key: config[key] for key in _EMA_COUNTERS}
-    state["shadow_params"] = [p.detach().clone() for p in SimpleUNet2DModel.from_pretrained(folder).parameters()]
+    state["shadow_params"] = [p.detach().clone() for p in load_ema_unet(folder).parameters()]
     ema_model.load_state_dict(state)
     ema_model.to(device)
 
