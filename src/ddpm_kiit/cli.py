@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddpm-kiit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="Train a pipeline (same flags as examples/train.py; see `ddpm-kiit train -h`).")
+    commands.add_parser(
+        "distill", help="Distil a pipeline into a few-step student (flags of examples/distill.py; see `-h`)."
+    )
     for add_command in (_add_generate, _add_compare, _add_app, _add_evaluate, _add_utilities):
         add_command(commands)
     return parser
@@ -355,21 +358,25 @@ COMMANDS = {
 }
 
 
-def train_main(argv: Optional[List[str]] = None) -> int:
-    """`ddpm-kiit train ...` and `examples/train.py ...`: the flags of `ddpm_kiit.training.args`."""
+def show_package_logs() -> None:
+    """Shows the INFO records of our own loggers (threads, device, data, rounds), as Diffusers' training scripts show
+    theirs, without turning on every other library's INFO output."""
     import logging
 
-    from .training import NonFiniteLossError, parse_args, train
-
-    args = parse_args(argv if argv is not None else sys.argv[1:])
-    # The start-up lines (threads, device, data) are INFO records of our own loggers: show them, as Diffusers'
-    # training scripts show theirs, without turning on every other library's INFO output.
     package_logger = logging.getLogger("ddpm_kiit")
     package_logger.setLevel(logging.INFO)
     if not package_logger.handlers and not logging.getLogger().handlers:  # an application's own set-up wins
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s"))
         package_logger.addHandler(handler)
+
+
+def train_main(argv: Optional[List[str]] = None) -> int:
+    """`ddpm-kiit train ...` and `examples/train.py ...`: the flags of `ddpm_kiit.training.args`."""
+    from .training import NonFiniteLossError, parse_args, train
+
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    show_package_logs()
     try:
         output_dir = train(args)
     except (ValueError, NonFiniteLossError) as error:
@@ -394,6 +401,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
         return train_main(argv[1:])
+    if argv[:1] == ["distill"]:
+        from .training.distill import distill_main
+
+        return distill_main(argv[1:])
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:

@@ -118,6 +118,11 @@ def _conditioning(pipe) -> tuple:
     )
 
 
+def _is_hub_id(name: str) -> bool:
+    """Whether `name` reads as a Hub repository id (`owner/name`) rather than a local folder or a shipped name."""
+    return name.count("/") == 1 and not os.path.exists(name) and not name.startswith((".", "/"))
+
+
 def render_model_card(
     pipe,
     training_command: str = NOT_RECORDED,
@@ -128,9 +133,12 @@ def render_model_card(
     datasets=None,
     license: str = "apache-2.0",
     variant: Optional[str] = None,
+    distilled_from: Optional[Dict] = None,
 ) -> ModelCard:
     """A model card for a pipeline of ours: metadata the Hub validates, usage, training, samples, limitations.
-    `variant` names the weights' variant (`"fp16"`), which the usage snippets then load."""
+    `variant` names the weights' variant (`"fp16"`), which the usage snippets then load. `distilled_from` (`teacher`,
+    `method`, `steps`) describes a distilled student: the card names its teacher, and a teacher on the Hub becomes
+    its `base_model`."""
     unet, scheduler = pipe.unet, pipe.scheduler
     model_variant = _variant_name(unet.config)
     task, call_arguments, limitations, task_description = _conditioning(pipe)
@@ -138,9 +146,11 @@ def render_model_card(
         library_name="diffusers",
         pipeline_tag=task,
         license=license,
-        tags=["ddpm", "ddpm_kiit", f"ddpm_kiit-{model_variant}", task],
+        tags=["ddpm", "ddpm_kiit", f"ddpm_kiit-{model_variant}", task] + (["distillation"] if distilled_from else []),
         datasets=datasets,
     )
+    if distilled_from and _is_hub_id(distilled_from["teacher"]):
+        card_data.base_model = distilled_from["teacher"]
     sconfig = scheduler.config
     alpha_bar_T = _terminal_alpha_bar(scheduler)
     if alpha_bar_T is not None and alpha_bar_T > NOT_PURE_NOISE_ALPHA_BAR:
@@ -181,6 +191,7 @@ def render_model_card(
             limitations=limitations,
             code_files=list(code_files(pipe)),
             ddpm_kiit_version=__version__,
+            distilled_from=distilled_from,
         )
 
 

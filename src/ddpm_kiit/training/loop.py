@@ -182,7 +182,12 @@ def _export_pipeline(unet, scheduler, config: TrainingConfig, output_dir: Path, 
         "sample_grid": "samples.png",
         "datasets": [config.dataset_name] if config.dataset_name else None,
     }
-    pipe = _pipeline(unet, scheduler, conditions)
+    return save_pipeline_atomically(_pipeline(unet, scheduler, conditions), output_dir, card, grid)
+
+
+def save_pipeline_atomically(pipe, output_dir: Path, card: dict, grid) -> object:
+    """Saves `pipe` with its model card (`card`: `render_model_card`'s keyword arguments) and sample grid into
+    `output_dir` beside whatever else is there (checkpoints, logs), each entry renamed into place."""
     for stale in output_dir.glob(".pipeline.*"):  # left by a run killed while exporting
         shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".pipeline.", dir=output_dir))

@@ -86,14 +86,23 @@ class KiitDDPMPipeline(DiffusionPipeline):
         unet ([`SimpleUNet2DModel`] or [`~diffusers.UNet2DModel`]): Predicts the noise (or x0, or v) of a noisy image.
         scheduler ([`SchedulerMixin`]): [`KiitDDPMScheduler`] or any stock Diffusers scheduler, e.g.
             `DDIMScheduler.from_config(pipe.scheduler.config)`.
+        default_num_inference_steps (`int`, *optional*): The step count a call without `num_inference_steps` runs
+            (saved in `model_index.json`). `None`, the default, runs every training timestep; a distilled student
+            ([`ddpm_kiit.training.distill`]) names the few steps it was trained for.
     """
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["latents", "pred_original_sample", "model_output"]
 
-    def __init__(self, unet, scheduler):
+    def __init__(self, unet, scheduler, default_num_inference_steps: Optional[int] = None):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+        if default_num_inference_steps is not None:
+            steps = default_num_inference_steps
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"`default_num_inference_steps` must be a positive integer or None, got {steps!r}.")
+            # Recorded only where set, so that the folders of every other pipeline stay as they were.
+            self.register_to_config(default_num_inference_steps=steps)
         self._autocast_dtype = None
         self._inference_mode = False
 
@@ -222,7 +231,8 @@ class KiitDDPMPipeline(DiffusionPipeline):
         Args:
             batch_size (`int`, defaults to 1): Number of images.
             generator (`torch.Generator`, *optional*): Makes generation deterministic.
-            num_inference_steps (`int`, *optional*): Denoising steps; `None` means every training timestep.
+            num_inference_steps (`int`, *optional*): Denoising steps; `None` means the pipeline's
+                `default_num_inference_steps`, and where that is unset, every training timestep.
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (floats in [0, 1]) or `"pt"`.
             return_dict (`bool`, defaults to `True`): Return an [`ImagePipelineOutput`] instead of a tuple.
             callback_on_step_end (`Callable`, *optional*):
@@ -337,9 +347,11 @@ class KiitDDPMPipeline(DiffusionPipeline):
     def get_timesteps(
         self, num_inference_steps: Optional[int], device, start_timestep: Optional[int] = None
     ) -> torch.Tensor:
-        """Sets the scheduler's chain of `num_inference_steps` (`None`: every training timestep) and returns the part
+        """Sets the scheduler's chain of `num_inference_steps` (`None`: the pipeline's default) and returns the part
         to run: all of it, or from the largest timestep not above `start_timestep`. Schedulers that count their steps
         (`set_begin_index`) are told where the cut chain begins."""
+        if num_inference_steps is None:
+            num_inference_steps = self.config.get("default_num_inference_steps")
         if num_inference_steps is None:
             num_inference_steps = self.scheduler.config.num_train_timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)

@@ -1,0 +1,281 @@
+"""Distillation into few-step students: the targets against the stock schedulers' steps, the Accelerate loop (resume,
+rounds), the student as a pipeline folder, and the refusals."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline, LCMScheduler
+
+from ddpm_kiit import KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
+from ddpm_kiit.training.distill import (
+    DistillConfig,
+    _consistency_function,
+    _NoiseLevels,
+    ddim_step,
+    distill,
+    distill_main,
+    learning_rate_at,
+    parse_args,
+    progressive_target,
+    student_scheduler,
+)
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+TINY = {"block_out_channels": (8, 16), "time_embedding_dim": 8, "norm_num_groups": 4, "norm_type": "group"}
+
+
+def _teacher(folder, num_train_timesteps=40, prediction_type="v_prediction", **unet_config):
+    torch.manual_seed(0)
+    unet = SimpleUNet2DModel(sample_size=16, in_channels=1, out_channels=1, **{**TINY, **unet_config})
+    scheduler = KiitDDPMScheduler(
+        num_train_timesteps=num_train_timesteps, prediction_type=prediction_type, rescale_betas_zero_snr=True
+    )
+    KiitDDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder)
+    return folder
+
+
+def _args(teacher, out, *extra):
+    return [
+        str(teacher), "--dataset_name", "mnist", "--train_batch_size", "8", "--num_sample_images", "2",
+        "--mixed_precision", "no", "--output_dir", str(out), *extra,
+    ]  # fmt: skip
+
+
+def _levels():
+    scheduler = KiitDDPMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    return scheduler, _NoiseLevels(scheduler.alphas_cumprod, "cpu")
+
+
+@pytest.mark.parametrize("num_steps", [1, 2, 4, 8])
+def test_the_progressive_target_is_the_output_whose_stock_ddim_step_lands_where_the_teacher_landed(num_steps):
+    teacher_scheduler, levels = _levels()
+    ddim = student_scheduler(teacher_scheduler, "progressive", 64)
+    ddim.set_timesteps(num_steps)
+    generator = torch.Generator().manual_seed(0)
+    for t in ddim.timesteps:
+        sample, landed = torch.randn(2, 1, 4, 4, generator=generator), torch.randn(2, 1, 4, 4, generator=generator)
+        landing = int(t) - 300 // num_steps
+        level, target_level = torch.full((2,), int(t)), torch.full((2,), landing)
+        target = progressive_target(sample, landed, level, target_level, levels, "v_prediction")
+        stepped = ddim.step(target, int(t), sample).prev_sample
+        torch.testing.assert_close(stepped, landed, rtol=1e-4, atol=1e-4)
+
+
+def test_ddim_step_is_the_stock_ddim_step():
+    teacher_scheduler, levels = _levels()
+    ddim = student_scheduler(teacher_scheduler, "progressive", 64)
+    ddim.set_timesteps(8)
+    sample, output = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    for t in ddim.timesteps[:-1]:
+        level, landing = torch.full((3,), int(t)), torch.full((3,), int(t) - 300 // 8)
+        ours = ddim_step(output, sample, level, landing, levels, "v_prediction")
+        torch.testing.assert_close(ours, ddim.step(output, int(t), sample).prev_sample, rtol=1e-5, atol=1e-5)
+
+
+def test_the_consistency_function_is_what_lcm_scheduler_step_denoises_to():
+    teacher_scheduler, levels = _levels()
+    lcm = student_scheduler(teacher_scheduler, "consistency", 50)
+    lcm.set_timesteps(4)
+    unet = lambda sample, t: type("Out", (), {"sample": torch.sin(sample * 3) + t.float()[:, None, None, None] / 300})  # noqa: E731
+    run = type("Run", (), {"scheduler": lcm, "levels": levels, "prediction_type": "v_prediction"})
+    sample = torch.randn(1, 1, 4, 4)
+    for t in lcm.timesteps:
+        timestep = torch.tensor([int(t)])
+        expected = lcm.step(unet(sample, timestep).sample, t, sample, generator=torch.manual_seed(0)).denoised
+        torch.testing.assert_close(_consistency_function(run, unet, sample, timestep), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_learning_rate_warms_up_and_decays_to_zero_in_each_round():
+    config = DistillConfig(
+        teacher="t", output_dir="o", steps=4, teacher_steps=16, max_train_steps=100, learning_rate=1.0,
+        lr_warmup_steps=5,
+    )  # fmt: skip
+    assert config.num_rounds == 2 and config.round_bounds() == [0, 50, 100]
+    rates = [learning_rate_at(config, step) for step in range(100)]
+    assert rates[0] == pytest.approx(1 / 6) and rates[4] == pytest.approx(5 / 6) and rates[5] == pytest.approx(1.0)
+    assert rates[49] < 0.01 and rates[50] == pytest.approx(1 / 6) and rates[99] < 0.01
+    assert max(rates) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "method,scheduler_class,extra",
+    [
+        ("progressive", DDIMScheduler, ["--teacher_steps", "8"]),
+        ("consistency", LCMScheduler, ["--teacher_steps", "10"]),
+    ],
+)
+def test_a_tiny_teacher_distils_into_a_student_that_reloads_and_samples_in_each_step_count(
+    tmp_path, method, scheduler_class, extra
+):
+    teacher = _teacher(tmp_path / "teacher")
+    out = tmp_path / "student"
+    code = distill_main(_args(teacher, out, "--method", method, "--steps", "2", "--max_train_steps", "6", *extra))
+    assert code == 0
+    import ddpm_kiit  # noqa: F401 (registers our classes with Diffusers)
+
+    student = DiffusionPipeline.from_pretrained(out)
+    assert isinstance(student, KiitDDPMPipeline) and isinstance(student.scheduler, scheduler_class)
+    assert json.loads((out / "model_index.json").read_text())["default_num_inference_steps"] == 2
+    calls = []
+    student.set_progress_bar_config(disable=True)
+    count = lambda pipe, i, t, kwargs: calls.append(int(t)) or {}  # noqa: E731
+    for steps in (1, 2, 4, 8):
+        calls.clear()
+        images = student(num_inference_steps=steps, output_type="np", callback_on_step_end=count).images
+        assert images.shape == (1, 16, 16, 1) and len(calls) == steps
+    calls.clear()
+    student(output_type="np", callback_on_step_end=count)
+    assert len(calls) == 2  # the step count it was distilled for
+    card = (out / "README.md").read_text()
+    assert str(teacher) in card and f"{method} distillation" in card and "ddpm-kiit distill" in card
+    assert (out / "samples.png").is_file()
+    summary = json.loads((out / "distill_summary.json").read_text())
+    assert summary["optimizer_steps"] == 6 and summary["method"] == method
+
+
+@pytest.mark.parametrize("method,teacher_steps", [("progressive", "8"), ("consistency", "10")])
+def test_resuming_equals_an_uninterrupted_run(tmp_path, method, teacher_steps):
+    """Progressive: the checkpoint at step 4 lies in the second of two rounds (bounds 0, 3, 6), with its teacher."""
+    from ddpm_kiit.training.checkpoints import list_checkpoints
+
+    teacher = _teacher(tmp_path / "teacher")
+    common = ["--method", method, "--steps", "2", "--teacher_steps", teacher_steps, "--max_train_steps", "6"]
+    whole, pieces = tmp_path / "whole", tmp_path / "pieces"
+    assert distill_main(_args(teacher, whole, *common)) == 0
+    from conftest import reset_accelerate
+
+    reset_accelerate()
+    assert distill_main(_args(teacher, pieces, *common, "--checkpointing_steps", "4")) == 0
+    assert [p.name for p in list_checkpoints(pieces)] == ["checkpoint-4", "checkpoint-6"]
+    if method == "progressive":
+        assert (pieces / "checkpoint-4" / "teacher").is_dir()
+    for entry in ("model_index.json", "unet", "checkpoint-6"):  # as if the run had been killed after step 4
+        path = pieces / entry
+        import shutil
+
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    reset_accelerate()
+    assert distill_main(_args(teacher, pieces, *common, "--resume_from_checkpoint", "latest")) == 0
+    expected = SimpleUNet2DModel.from_pretrained(whole / "unet").state_dict()
+    resumed = SimpleUNet2DModel.from_pretrained(pieces / "unet").state_dict()
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], rtol=0, atol=0)
+
+
+def test_the_student_learns_its_teachers_two_steps_in_one(tmp_path):
+    """After distillation, one student step from pure noise lands nearer the teacher's two DDIM steps than the
+    teacher's own single step does (the student starts as the teacher)."""
+    teacher = _teacher(tmp_path / "teacher")
+    out = tmp_path / "student"
+    args = ["--steps", "1", "--teacher_steps", "2", "--max_train_steps", "120", "--learning_rate", "3e-3"]
+    assert distill_main(_args(teacher, out, *args, "--no-use_ema")) == 0
+    teacher_pipe = KiitDDPMPipeline.from_pretrained(teacher)
+    teacher_pipe.scheduler = DDIMScheduler.from_config(
+        teacher_pipe.scheduler.config, timestep_spacing="trailing", clip_sample=False
+    )
+    student_pipe = KiitDDPMPipeline.from_pretrained(out)
+
+    def images(pipe, steps):
+        pipe.set_progress_bar_config(disable=True)
+        return pipe(batch_size=64, num_inference_steps=steps, generator=torch.manual_seed(1), output_type="pt").images
+
+    two_steps = images(teacher_pipe, 2)
+    before = (images(teacher_pipe, 1) - two_steps).pow(2).mean()
+    after = (images(student_pipe, 1) - two_steps).pow(2).mean()
+    assert after < 0.5 * before
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--steps", "3", "--teacher_steps", "64"], "--steps times a power of two"),
+        (["--steps", "4", "--teacher_steps", "4"], "--steps times a power of two"),
+        (["--method", "consistency", "--steps", "8", "--teacher_steps", "4"], "is too many"),
+        (["--steps", "0"], "--steps must be a positive integer"),
+        (["--teacher_steps", "64", "--max_train_steps", "2"], "fewer than the 4 rounds"),
+        (["--ema_max_decay", "1"], "--ema_max_decay must be in (0, 1)"),
+        (["--resume_from_checkpoint", "latest"], "no checkpoint of ours"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, extra, message):
+    teacher = _teacher(tmp_path / "teacher")
+    out = tmp_path / "student"
+    assert distill_main(_args(teacher, out, *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_teacher_that_is_not_a_pipeline_is_refused(tmp_path, capsys):
+    (tmp_path / "weights").mkdir()
+    assert distill_main(_args(tmp_path / "weights", tmp_path / "student")) == 2
+    assert "is not a saved pipeline (no model_index.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "teacher_kwargs,message",
+    [
+        ({"prediction_type": "epsilon"}, "predicts the noise"),
+        ({"num_class_embeds": 10}, "class- or text-conditional teacher"),
+    ],
+)
+def test_teachers_that_cannot_be_distilled_are_refused_with_the_reason(tmp_path, capsys, teacher_kwargs, message):
+    teacher = _teacher(tmp_path / "teacher", **teacher_kwargs)
+    assert distill_main(_args(teacher, tmp_path / "student")) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_finished_student_is_not_overwritten(tmp_path, capsys):
+    teacher = _teacher(tmp_path / "teacher")
+    out = tmp_path / "student"
+    args = _args(teacher, out, "--steps", "2", "--teacher_steps", "4", "--max_train_steps", "2")
+    assert distill_main(args) == 0
+    before = (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    from conftest import reset_accelerate
+
+    reset_accelerate()
+    assert distill_main(args) == 2
+    assert "already holds a pipeline" in capsys.readouterr().err
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+
+
+def test_the_teachers_dataset_comes_from_its_card(tmp_path):
+    teacher = _teacher(tmp_path / "teacher")
+    card = teacher / "README.md"
+    card.write_text(card.read_text().replace("---\n", "---\ndatasets:\n- mnist\n", 1))
+    config = parse_args([str(teacher), "--output_dir", str(tmp_path / "out"), "--steps", "2", "--teacher_steps", "4"])
+    config = config.replace(max_train_steps=2, train_batch_size=8, mixed_precision="no", num_sample_images=1)
+    out = distill(config)
+    assert "datasets:\n- mnist\n" in (out / "README.md").read_text()
+
+
+def test_a_student_loads_without_the_package_and_keeps_its_step_count(tmp_path):
+    from no_package import check, run_without_package
+
+    teacher = _teacher(tmp_path / "teacher")
+    out = tmp_path / "student"
+    assert distill_main(_args(teacher, out, "--steps", "2", "--teacher_steps", "4", "--max_train_steps", "2")) == 0
+    student = KiitDDPMPipeline.from_pretrained(out)
+    student.set_progress_bar_config(disable=True)
+    expected = student(batch_size=2, generator=torch.manual_seed(0), output_type="np").images
+    check(
+        run_without_package(
+            f"""
+            from diffusers import DiffusionPipeline
+
+            pipe = DiffusionPipeline.from_pretrained({str(out)!r}, trust_remote_code=True)
+            assert type(pipe).__module__.startswith("diffusers_modules")
+            pipe.set_progress_bar_config(disable=True)
+            calls = []
+            images = pipe(
+                batch_size=2, generator=torch.manual_seed(0), output_type="np",
+                callback_on_step_end=lambda pipe, i, t, kwargs: calls.append(int(t)) or {{}},
+            ).images
+            assert len(calls) == 2, calls
+            np.save("images.npy", images)
+            """,
+            tmp_path,
+        )
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), expected)
