@@ -33,6 +33,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
         "main_job.py",
         "class_guidance.py",
         "fid_vs_hours.py",
+        "few_step.py",
         pytest.param(
             "text_guidance.py",
             marks=pytest.mark.skipif(

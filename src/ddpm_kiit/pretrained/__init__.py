@@ -61,12 +61,12 @@ def resolve_pipeline(
 
 
 def package_pipeline(trained_folder: os.PathLike, name: str, command_chain: str = "") -> Path:
-    """For maintainers: puts a pipeline folder that `examples/train.py` wrote into the package as the shipped
-    pipeline `name` (a key of `SHIPPED`): the unet (and a text encoder) in half precision (Diffusers' `variant="fp16"`
-    safetensors; `KiitDDPMPipeline.from_pretrained` loads the unet's in float32), the scheduler, the tokenizer, the
-    generated code, and the trained folder's model card (`command_chain`, the commands after training, added to its
-    Training section), sample grid and `train_summary.json`. Checkpoints and logs stay behind. The folder is replaced
-    in one rename."""
+    """For maintainers: puts a pipeline folder that `examples/train.py` (or `ddpm-kiit distill`) wrote into the package
+    as the shipped pipeline `name` (a key of `SHIPPED`): the unet (and a text encoder) in half precision (Diffusers'
+    `variant="fp16"` safetensors; `KiitDDPMPipeline.from_pretrained` loads the unet's in float32), the scheduler, the
+    tokenizer, the generated code, and the trained folder's model card (`command_chain`, the commands after training,
+    added to its Training section), sample grid and `train_summary.json` or `distill_summary.json`. Checkpoints and
+    logs stay behind. The folder is replaced in one rename."""
     import json
     import shutil
 
@@ -88,7 +88,7 @@ def package_pipeline(trained_folder: os.PathLike, name: str, command_chain: str 
             config = json.loads(config_file.read_text(encoding="utf-8"))
             if config.pop("_name_or_path", None) is not None:
                 config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        for entry in ("README.md", "samples.png", "train_summary.json"):
+        for entry in ("README.md", "samples.png", "train_summary.json", "distill_summary.json"):
             if (trained / entry).is_file():
                 shutil.copy2(trained / entry, staging / entry)
         card = staging / "README.md"
