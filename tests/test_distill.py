@@ -193,6 +193,8 @@ def test_the_student_learns_its_teachers_two_steps_in_one(tmp_path):
         (["--steps", "3", "--teacher_steps", "64"], "--steps times a power of two"),
         (["--steps", "4", "--teacher_steps", "4"], "--steps times a power of two"),
         (["--method", "consistency", "--steps", "8", "--teacher_steps", "4"], "is too many"),
+        (["--method", "consistency", "--steps", "2", "--teacher_steps", "6"], "choose a divisor of 40, e.g. 2, 4, 5"),
+        (["--steps", "2", "--teacher_steps", "64"], "exceeds the teacher's 40 timesteps"),
         (["--steps", "0"], "--steps must be a positive integer"),
         (["--teacher_steps", "64", "--max_train_steps", "2"], "fewer than the 4 rounds"),
         (["--ema_max_decay", "1"], "--ema_max_decay must be in (0, 1)"),

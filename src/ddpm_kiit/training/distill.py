@@ -355,6 +355,8 @@ def _set_up(config: DistillConfig) -> _Run:
 
     threads = configure_cpu_threads(config.num_threads)
     teacher_pipe = load_teacher(config.teacher, config.method)
+    scheduler = student_scheduler(teacher_pipe.scheduler, config.method, config.teacher_steps)
+    check_grids(config, scheduler)
     teacher_path = resolve_pipeline(config.teacher)
     dataset_name = config.dataset_name or _teacher_dataset(teacher_path)
     if dataset_name is None:
@@ -383,7 +385,6 @@ def _set_up(config: DistillConfig) -> _Run:
     student = type(teacher).from_config(teacher.config)
     student.load_state_dict(teacher.state_dict())
     student.train()
-    scheduler = student_scheduler(teacher_pipe.scheduler, config.method, config.teacher_steps)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=0.0)
     student, optimizer = accelerator.prepare(student, optimizer)
     unwrapped = accelerator.unwrap_model(student)
@@ -397,7 +398,6 @@ def _set_up(config: DistillConfig) -> _Run:
         if config.use_ema else None, target_model, target_ema, scheduler,
         _NoiseLevels(teacher_pipe.scheduler.alphas_cumprod, device), images.to(device), output_dir, teacher_path,
     )  # fmt: skip
-    _check_grids(run)
     if config.resume_from_checkpoint is not None:
         _resume(run)
     logger.info(
@@ -418,18 +418,33 @@ def _new_ema(unet, decay: float, warmup: bool, device) -> EMAModel:
     return ema
 
 
-def _check_grids(run: _Run) -> None:
-    """Progressive distillation needs every student grid to be every other point of its teacher's grid."""
-    if run.config.method != "progressive":
+def check_grids(config: DistillConfig, scheduler) -> None:
+    """Progressive distillation needs every student grid of `scheduler` (the student's) to be every other point of
+    its teacher's grid; consistency distillation a skeleton that ends at the last timestep, where sampling starts."""
+    total = scheduler.config.num_train_timesteps
+    if config.method == "consistency":
+        if total % config.teacher_steps:
+            divisors = [k for k in range(2, total + 1) if total % k == 0 and k >= config.steps]
+            raise ValueError(
+                f"LCMScheduler's skeleton of --teacher_steps {config.teacher_steps} on {total} timesteps stops short "
+                f"of the last one, where sampling starts; choose a divisor of {total}, e.g. "
+                f"{', '.join(map(str, divisors[:8]))}."
+            )
         return
-    steps = run.config.teacher_steps
-    while steps > run.config.steps:
-        coarse, fine = run.grid(steps // 2), run.grid(steps)
-        if not torch.equal(fine[::2], coarse):
+
+    def grid(num_steps):
+        scheduler.set_timesteps(num_steps)
+        return scheduler.timesteps
+
+    steps = config.teacher_steps
+    if steps > total:
+        raise ValueError(f"--teacher_steps {steps} exceeds the teacher's {total} timesteps.")
+    while steps > config.steps:
+        if not torch.equal(grid(steps)[::2], grid(steps // 2)):
             raise ValueError(
                 f"DDIM's {steps // 2}-step grid is not every other point of its {steps}-step grid on this "
-                f"{run.scheduler.config.num_train_timesteps}-timestep schedule; choose --teacher_steps and --steps "
-                "whose grids nest (powers of two do on 300 and 1,000 timesteps)."
+                f"{total}-timestep schedule; choose --teacher_steps and --steps whose grids nest (powers of two do on "
+                "300 and 1,000 timesteps)."
             )
         steps //= 2
 
