@@ -129,7 +129,6 @@ def _emoji_statistics(images: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def test_shipped_class_pipeline_draws_the_digit_it_is_asked_for():
     pipe = DiffusionPipeline.from_pretrained(shipped_pipeline("mnist-class"), variant="fp16")
     assert isinstance(pipe, KiitDDPMPipeline) and pipe.unet.dtype == torch.float32
@@ -145,15 +144,19 @@ def test_shipped_class_pipeline_draws_the_digit_it_is_asked_for():
     assert (read == labels).float().mean() >= 0.9, read.tolist()
 
 
-def test_the_class_default_guidance_is_the_smallest_measured_scale_that_reads_99_percent():
-    # Issue 26's target asks for >= 99% of the digits read as the asked class at the default guidance (and an
-    # all-class FID no worse than the unconditional shipped model's: docs/conditioning.md says where that stands).
-    results = json.loads((Path(__file__).parents[1] / "benchmarks/results/class_guidance_fine.json").read_text())
+def test_the_class_default_guidance_reads_99_percent_at_no_worse_fid_than_the_unconditional_model():
+    # Issue 26's target: >= 99% of the digits read as the asked class at the default guidance, with an all-class FID
+    # no worse than the unconditional shipped model's on the same yardstick (measured in the same run). The default
+    # is the smallest measured scale that reads 99%.
+    results = json.loads((Path(__file__).parents[1] / "benchmarks/results/class_guidance.json").read_text())
     assert results["pipeline"].endswith("ddpm-kiit-mnist-class") and results["n_per_class"] >= 200
+    assert results["unconditional"]["pipeline"].endswith("ddpm-kiit-mnist")
     reading = [float(scale) for scale, row in results["scales"].items() if row["mean_accuracy"] >= 0.99]
     assert reading, "no measured scale reads 99%"
     default = inspect.signature(KiitDDPMPipeline.__call__).parameters["guidance_scale"].default
     assert default == min(reading)
+    row = next(row for scale, row in results["scales"].items() if float(scale) == default)
+    assert row["pooled_fid"] <= results["unconditional"]["pooled_fid"]
 
 
 def test_shipped_emoji_pipeline_draws_colour_pictures_on_white():

@@ -83,7 +83,7 @@ def package_pipeline(trained_folder: os.PathLike, name: str, command_chain: str 
         pipe.text_encoder.half()
     with atomic_directory(Path(str(resources.files(__name__).joinpath(SHIPPED[name])))) as staging:
         pipe.save_pretrained(staging, variant="fp16")
-        for config_file in staging.glob("*/config.json"):
+        for config_file in [staging / "model_index.json", *staging.glob("*/config.json")]:
             # Diffusers records the folder a model was loaded from; here that is a path on the maintainer's disk.
             config = json.loads(config_file.read_text(encoding="utf-8"))
             if config.pop("_name_or_path", None) is not None:
