@@ -198,7 +198,7 @@ def test_the_student_learns_its_teachers_two_steps_in_one(tmp_path):
         (["--steps", "0"], "--steps must be a positive integer"),
         (["--teacher_steps", "64", "--max_train_steps", "2"], "fewer than the 4 rounds"),
         (["--ema_max_decay", "1"], "--ema_max_decay must be in (0, 1)"),
-        (["--resume_from_checkpoint", "latest"], "no checkpoint of ours"),
+        (["--resume_from_checkpoint", "latest"], "there is no checkpoint-* folder"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, extra, message):
@@ -238,7 +238,7 @@ def test_a_finished_student_is_not_overwritten(tmp_path, capsys):
 
     reset_accelerate()
     assert distill_main(args) == 2
-    assert "already holds a pipeline" in capsys.readouterr().err
+    assert "already holds a trained pipeline" in capsys.readouterr().err
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
 
 

@@ -33,7 +33,7 @@ from diffusers.training_utils import EMAModel
 from diffusers.utils import logging
 
 from ..io_utils import write_json_atomically
-from .checkpoints import checkpoint_path, latest_checkpoint, load_ema, resume, save_checkpoint
+from .checkpoints import checkpoint_path, load_ema, resume, save_checkpoint
 from .loop import _batch_indices, _step_generator, save_pipeline_atomically
 
 logger = logging.get_logger(__name__)
@@ -143,7 +143,7 @@ def parse_args(argv: Optional[List[str]] = None) -> DistillConfig:
 def validate(config: DistillConfig) -> DistillConfig:
     """Every check that can fail before work starts, each naming the flag; returns the completed config."""
     from ..devices import default_mixed_precision
-    from .args import _check_writable
+    from .args import _check_output_dir
 
     if config.method not in METHODS:
         raise ValueError(f"--method must be one of {METHODS}, got {config.method!r}.")
@@ -175,22 +175,7 @@ def validate(config: DistillConfig) -> DistillConfig:
     for name in ("ema_max_decay", "target_ema_decay"):
         if not 0 < getattr(config, name) < 1:
             raise ValueError(f"--{name} must be in (0, 1), got {getattr(config, name)}.")
-    output_dir = Path(config.output_dir)
-    _check_writable(output_dir)
-    if config.resume_from_checkpoint is not None:
-        where = config.resume_from_checkpoint
-        if (where == "latest" and latest_checkpoint(output_dir) is None) or (
-            where != "latest" and not (Path(where) / "training_state.json").is_file()
-        ):
-            raise ValueError(
-                f"--resume_from_checkpoint {where}: no checkpoint of ours there (in {str(output_dir)!r}). Drop the "
-                "flag to start a new run."
-            )
-    elif (output_dir / "model_index.json").exists() and not config.overwrite_output_dir:
-        raise ValueError(
-            f"{str(output_dir)!r} already holds a pipeline; choose another --output_dir, resume with "
-            "--resume_from_checkpoint latest, or pass --overwrite_output_dir."
-        )
+    _check_output_dir(config)  # the same rules as training's: it reads the same three flags
     if config.mixed_precision is None:
         config = config.replace(mixed_precision=default_mixed_precision())
     return config
