@@ -45,7 +45,7 @@ TARGETS = {4: 1.10, 2: 1.25}  # student FID / teacher 300-step FID
 def _quick_student(folder: Path) -> tuple:
     """A tiny v-prediction teacher at 32x32 (the classifier's size) and a student distilled from it in a few steps."""
     from ddpm_kiit import KiitDDPMScheduler, SimpleUNet2DModel
-    from ddpm_kiit.training.distill import distill_main
+    from ddpm_kiit.cli import distill_main
 
     torch.manual_seed(0)
     unet = SimpleUNet2DModel(

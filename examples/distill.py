@@ -8,7 +8,7 @@
 
 import sys
 
-from ddpm_kiit.training.distill import distill_main
+from ddpm_kiit.cli import distill_main
 
 if __name__ == "__main__":
     sys.exit(distill_main(sys.argv[1:]))

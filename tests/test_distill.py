@@ -9,13 +9,13 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, LCMScheduler
 
 from ddpm_kiit import KiitDDPMPipeline, KiitDDPMScheduler, SimpleUNet2DModel
+from ddpm_kiit.cli import distill_main
 from ddpm_kiit.training.distill import (
     DistillConfig,
     _consistency_function,
     _NoiseLevels,
     ddim_step,
     distill,
-    distill_main,
     learning_rate_at,
     parse_args,
     progressive_target,

@@ -397,13 +397,36 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def distill_main(argv: Optional[List[str]] = None) -> int:
+    """`ddpm-kiit distill ...` and `examples/distill.py ...`: the flags of `ddpm_kiit.training.distill`."""
+    import json
+
+    from .training.distill import distill, parse_args
+
+    config = parse_args(argv if argv is not None else sys.argv[1:])
+    show_package_logs()
+    try:
+        output_dir = distill(config)
+    except ValueError as error:
+        print(f"distill: error: {error}", file=sys.stderr)
+        return 2
+    summary_file = output_dir / "distill_summary.json"
+    if int(os.environ.get("RANK", "0")) != 0 or not summary_file.is_file():  # the main process reports
+        return 0
+    summary = json.loads(summary_file.read_text())
+    print(
+        f"Distilled a {summary['steps']}-step student in {summary['train_seconds'] / 60:.1f} min "
+        f"({summary['optimizer_steps']} steps, {summary['images_per_second']:.0f} images/s)."
+    )
+    print(f"Student: {output_dir} (samples: {output_dir / 'samples.png'})")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
         return train_main(argv[1:])
     if argv[:1] == ["distill"]:
-        from .training.distill import distill_main
-
         return distill_main(argv[1:])
     args = build_parser().parse_args(argv)
     args.argv = argv

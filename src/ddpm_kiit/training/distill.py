@@ -16,9 +16,7 @@ examples/distill.py ...` run `distill`; the student is a pipeline folder like an
 
 import argparse
 import dataclasses
-import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -656,26 +654,3 @@ def _finish(run: _Run, first_step: int, seconds: float) -> None:
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()
-
-
-def distill_main(argv: Optional[List[str]] = None) -> int:
-    """`ddpm-kiit distill ...` and `examples/distill.py ...`."""
-    from ..cli import show_package_logs
-
-    config = parse_args(argv if argv is not None else sys.argv[1:])
-    show_package_logs()
-    try:
-        output_dir = distill(config)
-    except ValueError as error:
-        print(f"distill: error: {error}", file=sys.stderr)
-        return 2
-    summary_file = output_dir / "distill_summary.json"
-    if int(os.environ.get("RANK", "0")) != 0 or not summary_file.is_file():  # the main process reports
-        return 0
-    summary = json.loads(summary_file.read_text())
-    print(
-        f"Distilled a {summary['steps']}-step student in {summary['train_seconds'] / 60:.1f} min "
-        f"({summary['optimizer_steps']} steps, {summary['images_per_second']:.0f} images/s)."
-    )
-    print(f"Student: {output_dir} (samples: {output_dir / 'samples.png'})")
-    return 0
