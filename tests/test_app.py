@@ -202,6 +202,28 @@ def test_reverse_runs_from_t_back_to_zero(cache, pipelines, kind):
     assert steps and result["strip"].height == 2 * 64 and "Started at t = " in result["info"]
 
 
+def test_a_distilled_student_previews_in_its_own_steps(cache, pipelines):
+    """A student (DDIM, `default_num_inference_steps`, what `ddpm-kiit distill` writes) sets the steps slider to its
+    own count when chosen, and the Learn tab takes it back in those steps, not in DDIM's 50."""
+    from diffusers import DDIMScheduler
+
+    from ddpm_kiit.app import DownloadFolder, _Handlers
+
+    torch.manual_seed(0)
+    unet = SimpleUNet2DModel(sample_size=16, in_channels=1, out_channels=1, **TINY)
+    scheduler = DDIMScheduler(num_train_timesteps=40, timestep_spacing="trailing", clip_sample=False)
+    student = pipelines["root"] / "student"
+    KiitDDPMPipeline(unet=unet, scheduler=scheduler, default_num_inference_steps=4).save_pretrained(student)
+    handlers = _Handlers(cache, DownloadFolder(2), gradio)
+    steps_update, _ = handlers.pipeline_changed(str(student), 30, 0)
+    assert steps_update.constructor_args == {"maximum": 30, "value": 4}
+    steps_update, _ = handlers.pipeline_changed(pipelines["noise"], 20, 0)
+    assert "value" not in steps_update.constructor_args  # an undistilled pipeline keeps what the user chose
+    chain = []
+    result = reverse(cache, str(student), None, t=39, seed=0, on_step=lambda i, n: chain.append(n))
+    assert set(chain) == {4} and "took 4 model steps" in result["info"]
+
+
 def test_quiz_scores_guesses():
     assert score_guess(30, 30, 300)[0] == 100
     assert score_guess(130, 30, 300)[0] == 0  # a third of the range off

@@ -281,3 +281,55 @@ def test_a_student_loads_without_the_package_and_keeps_its_step_count(tmp_path):
         )
     )
     np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), expected)
+
+
+def test_generate_samples_a_student_with_its_own_scheduler_and_step_count(tmp_path):
+    """`ddpm-kiit generate STUDENT` without --scheduler/--steps draws what the student's own call draws: DDIM in the
+    step count it was distilled for, not the 300-step DDPM sampler of an undistilled pipeline."""
+    from ddpm_kiit.cli import main
+    from ddpm_kiit.visualize import image_grid
+
+    teacher = _teacher(tmp_path / "teacher")
+    out = tmp_path / "student"
+    assert distill_main(_args(teacher, out, "--steps", "2", "--teacher_steps", "4", "--max_train_steps", "2")) == 0
+    grid = tmp_path / "grid.png"
+    assert main(["generate", str(out), "--num-images", "2", "--out", str(grid)]) == 0
+    student = KiitDDPMPipeline.from_pretrained(out)
+    student.set_progress_bar_config(disable=True)
+    calls = []
+    images = student(
+        batch_size=2, generator=torch.Generator("cpu").manual_seed(0),
+        callback_on_step_end=lambda pipe, i, t, kwargs: calls.append(int(t)) or {},
+    ).images  # fmt: skip
+    assert len(calls) == 2
+    from PIL import Image
+
+    np.testing.assert_array_equal(np.asarray(Image.open(grid)), np.asarray(image_grid(images)))
+
+
+def test_a_student_packages_in_half_precision_with_its_whole_command_chain(tmp_path, monkeypatch):
+    """`package_pipeline` (how `mnist-fast` entered the package): fp16 weights, the step count and the scheduler kept,
+    the distillation summary copied, and the card's command block in order: the teacher's, the student's, after."""
+    from types import SimpleNamespace
+
+    import ddpm_kiit.pretrained as pretrained
+
+    teacher = _teacher(tmp_path / "teacher")
+    out = tmp_path / "student"
+    assert distill_main(_args(teacher, out, "--steps", "2", "--teacher_steps", "4", "--max_train_steps", "2")) == 0
+    monkeypatch.setitem(pretrained.SHIPPED, "tiny-fast", "ddpm-kiit-tiny-fast")
+    monkeypatch.setattr(pretrained, "resources", SimpleNamespace(files=lambda package: tmp_path / "package"))
+    folder = pretrained.package_pipeline(out, "tiny-fast", "ddpm-kiit evaluate tiny-fast", "python make_teacher.py")
+    assert folder == tmp_path / "package" / "ddpm-kiit-tiny-fast"
+    assert [p.name for p in (folder / "unet").glob("*.safetensors")] == ["diffusion_pytorch_model.fp16.safetensors"]
+    assert json.loads((folder / "distill_summary.json").read_text()) == json.loads(
+        (out / "distill_summary.json").read_text()
+    )
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["default_num_inference_steps"] == 2 and "_name_or_path" not in index
+    card = (folder / "README.md").read_text()
+    block = card[card.index("```bash\n", card.index("## Training")) :].split("```")[1].splitlines()
+    assert block[1] == "python make_teacher.py" and block[2].startswith("ddpm-kiit distill ")
+    assert block[3] == "ddpm-kiit evaluate tiny-fast" and len(block) == 4
+    pipe = DiffusionPipeline.from_pretrained(folder, variant="fp16")
+    assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.unet.dtype == torch.float32

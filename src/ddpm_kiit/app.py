@@ -252,9 +252,16 @@ def _unconditional(pipe: KiitDDPMPipeline) -> Dict:
     return {"prompt": "", "guidance_scale": 1.0} if isinstance(pipe, KiitTextToImagePipeline) else {}
 
 
-def _fast_scheduler(pipe: KiitDDPMPipeline) -> str:
-    """The scheduler the Learn tab samples with: DDIM for noise, the pipeline's own for blur."""
-    return "default" if _blurs(pipe.scheduler) else "ddim"
+def _quick_sampling(pipe: KiitDDPMPipeline) -> Tuple[str, int]:
+    """The scheduler and step count the Learn tab samples with: a blur pipeline's own sampler over every level, a
+    distilled student's own scheduler and step count, and DDIM in 50 steps for other noise pipelines."""
+    total = pipe.scheduler.config.num_train_timesteps
+    if _blurs(pipe.scheduler):
+        return "default", total
+    own_steps = pipe.config.get("default_num_inference_steps")
+    if own_steps:
+        return "default", own_steps
+    return "ddim", min(50, total)
 
 
 def with_scheduler(pipe: KiitDDPMPipeline, name: str, **options) -> KiitDDPMPipeline:
@@ -407,8 +414,8 @@ class SampleCache:
         with self._lock:
             if seed in self._samples.get(pipe.unet, {}):
                 return self._samples[pipe.unet][seed]
-        fast = with_scheduler(pipe, _fast_scheduler(pipe))
-        steps = min(50, fast.scheduler.config.num_train_timesteps)
+        name, steps = _quick_sampling(pipe)
+        fast = with_scheduler(pipe, name)
         sample = fast(
             generator=torch.Generator().manual_seed(seed), num_inference_steps=steps, output_type="pt",
             **_unconditional(fast),
@@ -475,17 +482,17 @@ def reverse(
 ) -> Dict:
     """Noises (or blurs) an image to level t and lets the model take it back to t = 0: a strip of x_t over x0_hat.
 
-    Noise pipelines run DDIM on 50 evenly spaced levels (the chain starts at the largest of them not above t); blur
-    pipelines run their own sampler over every level from t down. Both through the pipeline (`image`,
-    `start_timestep`), with a `DenoisingRecorder` for the strip.
+    Noise pipelines run DDIM on 50 evenly spaced levels (the chain starts at the largest of them not above t), a
+    distilled student its own few steps; blur pipelines run their own sampler over every level from t down. All
+    through the pipeline (`image`, `start_timestep`), with a `DenoisingRecorder` for the strip.
     """
     pipe = cache.get(pipeline)
     seed = _check_int("Seed", seed, 0, 2**32 - 1)
     total = pipe.scheduler.config.num_train_timesteps
     t = _check_int("t", t, 0, total - 1)
     clean = _clean_image(cache, pipe, image, seed)
-    fast = with_scheduler(pipe, _fast_scheduler(pipe))
-    steps = total if _blurs(pipe.scheduler) else min(50, total)
+    name, steps = _quick_sampling(pipe)
+    fast = with_scheduler(pipe, name)
     chain = len(fast.get_timesteps(steps, "cpu", start_timestep=t))
     recorder = DenoisingRecorder(np.linspace(0, chain - 1, min(points, chain)).round().astype(int))
 
@@ -637,16 +644,25 @@ class _Handlers:
         return f"{message} Total: {score['points']} points in {score['rounds']} round(s).", score
 
     def pipeline_changed(self, pipeline, steps, level):
-        """Fits the sliders to the chosen pipeline's number of levels (quietly skipped while the box is empty)."""
+        """Fits the sliders to the chosen pipeline's number of levels (quietly skipped while the box is empty), and
+        the steps to a distilled student's own count."""
         gr, limits = self.gr, self.cache.limits
         if not (pipeline or "").strip():
             return gr.skip(), gr.skip()
-        total = self.shown_errors(self.cache.get)(pipeline).scheduler.config.num_train_timesteps
+        pipe = self.shown_errors(self.cache.get)(pipeline)
+        total = pipe.scheduler.config.num_train_timesteps
         most_steps = min(limits.max_steps, total)
-        # Values are sent only when they must shrink: a value in the update would overwrite what the user typed
-        # while the pipeline was loading.
+        own_steps = pipe.config.get("default_num_inference_steps")
+        # Values are sent only when they must shrink, or for a student (trained for its own step count, and worse
+        # at others): a value in the update would overwrite what the user typed while the pipeline was loading.
+        if own_steps:
+            steps_update = gr.Slider(maximum=most_steps, value=min(own_steps, most_steps))
+        elif steps <= most_steps:
+            steps_update = gr.Slider(maximum=most_steps)
+        else:
+            steps_update = gr.Slider(maximum=most_steps, value=most_steps)
         return (
-            gr.Slider(maximum=most_steps) if steps <= most_steps else gr.Slider(maximum=most_steps, value=most_steps),
+            steps_update,
             gr.Slider(maximum=total - 1) if level <= total - 1 else gr.Slider(maximum=total - 1, value=total - 1),
         )
 
@@ -805,17 +821,18 @@ def build_app(
     device: str = "cpu",
     allowed_repos: Sequence[str] = (),
 ):
-    """The `gradio.Blocks` app. `pipeline` fills the pipeline box (default: the first shipped pipeline); local
+    """The `gradio.Blocks` app. `pipeline` fills the pipeline box (default: the shipped quick-preview pipeline, a
+    distilled student, else the first shipped one); local
     pipelines must lie in `allowed_dirs` or be shipped with the package. `fast_inference`, `device`: see
     `PipelineCache`. Hub ids load only with `allow_hub` or when listed in `allowed_repos`, after
     `hub_files_to_fetch` has checked them."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    from .pretrained import shipped_pipelines
+    from .pretrained import QUICK_PREVIEW_SHIPPED, shipped_pipelines
 
     shipped = {name: str(path) for name, path in shipped_pipelines().items()}
-    pipeline = pipeline or next(iter(shipped.values()), None)
+    pipeline = pipeline or shipped.get(QUICK_PREVIEW_SHIPPED) or next(iter(shipped.values()), None)
     allowed_dirs = [*allowed_dirs, *(Path(path).parent for path in shipped.values())]
     cache = PipelineCache(allowed_dirs, limits, allow_hub, fast_inference, device, allowed_repos)
     handlers = _Handlers(cache, DownloadFolder(limits.max_saved_downloads), gr)

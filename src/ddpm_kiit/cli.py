@@ -50,9 +50,21 @@ def _add_generate(commands) -> None:
         help=f"Pipeline folder, Hub id, or the name of a shipped one ({SHIPPED_NAMES}; default: mnist). A shipped "
         "name with --class or --prompt draws from its -class or -text sibling (mnist --class 7 is mnist-class).",
     )
+    generate.add_argument(
+        "--fast",
+        action="store_true",
+        help="Draw from the shipped pipeline's distilled few-step sibling (mnist: mnist-fast, 4 steps).",
+    )
     generate.add_argument("--num-images", type=_positive_int, default=16)
-    generate.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="kiit")
-    generate.add_argument("--steps", type=_positive_int, default=None, help="Sampling steps (default: all).")
+    generate.add_argument(
+        "--scheduler", choices=sorted(SCHEDULERS), default=None, help="Default: the pipeline's own scheduler."
+    )
+    generate.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="Sampling steps (default: the pipeline's own count, e.g. 4 for a distilled student; otherwise all).",
+    )
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--out", default="grid.png")
     generate.add_argument("--strip", default=None, help="Also write the denoising process of image 0 here.")
@@ -118,7 +130,8 @@ def _add_app(commands) -> None:
     app.add_argument(
         "--pipeline",
         default=None,
-        help=f"Pipeline folder, Hub id or shipped name ({SHIPPED_NAMES}) shown when the page opens (default: mnist).",
+        help=f"Pipeline folder, Hub id or shipped name ({SHIPPED_NAMES}) shown when the page opens (default: "
+        "mnist-fast, the 4-step student).",
     )
     app.add_argument("--host", default="127.0.0.1", help="Interface to bind (0.0.0.0 serves your whole network).")
     app.add_argument("--port", type=_positive_int, default=7860)
@@ -274,10 +287,12 @@ def _generate(args) -> str:
     for path in filter(None, (args.out, args.strip)):
         if not args.overwrite and os.path.exists(path):
             raise ValueError(f"{path!r} already exists; choose another path or pass --overwrite.")
-    pipe = swap_scheduler(load_pipeline(args.pipeline, args.device), args.scheduler)
+    pipe = load_pipeline(args.pipeline, args.device)
+    if args.scheduler:
+        swap_scheduler(pipe, args.scheduler)
     if args.fast_inference:
         pipe.enable_fast_inference()
-    steps = args.steps or pipe.scheduler.config.num_train_timesteps
+    steps = args.steps or pipe.config.get("default_num_inference_steps") or pipe.scheduler.config.num_train_timesteps
     recorder = DenoisingRecorder.evenly(steps) if args.strip else None
     images = pipe(
         **condition_kwargs(
@@ -432,7 +447,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.argv = argv
     try:
         if args.command in ("generate", "compare-schedulers", "evaluate") or getattr(args, "pipeline", None):
-            asked = {"class_label": getattr(args, "class_label", None), "prompt": getattr(args, "prompt", None)}
+            asked = {key: getattr(args, key, None) for key in ("class_label", "prompt")}
+            asked["fast"] = getattr(args, "fast", False)
             args.pipeline = resolve_pipeline(args.pipeline, **asked)
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)

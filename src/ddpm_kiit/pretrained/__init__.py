@@ -2,7 +2,8 @@
 
 Each is a folder written by `examples/train.py` (its model card, README.md, holds the command that trained it and its
 measured scores): load one with `KiitDDPMPipeline.from_pretrained(shipped_pipeline("mnist"))`, or name it on the
-command line (`ddpm-kiit generate emoji`; `ddpm-kiit generate mnist --class 7` draws from `mnist-class`).
+command line (`ddpm-kiit generate emoji`; `ddpm-kiit generate mnist --class 7` draws from `mnist-class`, and
+`ddpm-kiit generate --fast` from `mnist-fast`, the 4-step student that `ddpm-kiit distill` made of `mnist`).
 """
 
 import os
@@ -15,8 +16,11 @@ SHIPPED = {
     "emoji": "ddpm-kiit-emoji",
     "mnist-class": "ddpm-kiit-mnist-class",
     "emoji-text": "ddpm-kiit-emoji-text",
+    "mnist-fast": "ddpm-kiit-mnist-fast",
 }
 DEFAULT_SHIPPED = "mnist"
+# What the app shows first: a distilled student draws a grid in a few steps, where its teacher takes hundreds.
+QUICK_PREVIEW_SHIPPED = "mnist-fast"
 
 
 def shipped_pipeline(name: str = DEFAULT_SHIPPED) -> Path:
@@ -44,29 +48,49 @@ def shipped_pipelines() -> Dict[str, Path]:
 
 
 def resolve_pipeline(
-    path_or_name: Optional[str], class_label: Optional[int] = None, prompt: Optional[str] = None
+    path_or_name: Optional[str], class_label: Optional[int] = None, prompt: Optional[str] = None, fast: bool = False
 ) -> str:
     """A pipeline as named on the command line: `None` is the default shipped pipeline, the name of a shipped one is
     its folder (unless a local folder has that name), and anything else (a folder or a Hub id) is returned as is.
     A shipped name asked for a class or a prompt means its class-conditional or text-to-image sibling where one
-    ships: `mnist` with `class_label` is `mnist-class`, `emoji` with `prompt` is `emoji-text`."""
+    ships: `mnist` with `class_label` is `mnist-class`, `emoji` with `prompt` is `emoji-text`. `fast` asks for the
+    distilled few-step sibling (`mnist` is `mnist-fast`), refused where none ships."""
     if path_or_name is None:
         path_or_name = DEFAULT_SHIPPED
     elif path_or_name not in SHIPPED or os.path.exists(path_or_name):
+        if fast:
+            raise ValueError(
+                f"--fast picks the distilled sibling of a shipped pipeline, and {path_or_name!r} is not one; a "
+                "student folder that `ddpm-kiit distill` wrote samples in its few steps without --fast."
+            )
         return path_or_name
+    if fast:
+        if class_label is not None or prompt is not None:
+            raise ValueError(
+                "No distilled class-conditional or text-to-image pipeline ships yet (`ddpm-kiit distill` takes "
+                "unconditional teachers); drop --fast, or drop --class/--prompt."
+            )
+        base = path_or_name[: -len("-fast")] if path_or_name.endswith("-fast") else path_or_name
+        if f"{base}-fast" not in SHIPPED:
+            fast_ones = sorted(name[: -len("-fast")] for name in SHIPPED if name.endswith("-fast"))
+            raise ValueError(f"No distilled sibling of {path_or_name!r} ships; --fast works for {fast_ones}.")
+        return str(shipped_pipeline(f"{base}-fast"))
     suffix = "text" if prompt is not None else "class" if class_label is not None else None
     if suffix is not None and f"{path_or_name}-{suffix}" in SHIPPED:
         path_or_name = f"{path_or_name}-{suffix}"
     return str(shipped_pipeline(path_or_name))
 
 
-def package_pipeline(trained_folder: os.PathLike, name: str, command_chain: str = "") -> Path:
+def package_pipeline(
+    trained_folder: os.PathLike, name: str, command_chain: str = "", commands_before: str = ""
+) -> Path:
     """For maintainers: puts a pipeline folder that `examples/train.py` (or `ddpm-kiit distill`) wrote into the package
     as the shipped pipeline `name` (a key of `SHIPPED`): the unet (and a text encoder) in half precision (Diffusers'
     `variant="fp16"` safetensors; `KiitDDPMPipeline.from_pretrained` loads the unet's in float32), the scheduler, the
     tokenizer, the generated code, and the trained folder's model card (`command_chain`, the commands after training,
-    added to its Training section), sample grid and `train_summary.json` or `distill_summary.json`. Checkpoints and
-    logs stay behind. The folder is replaced in one rename."""
+    added to the first command block of its Training section, and `commands_before`, those that made the run's input,
+    such as a distilled student's teacher, put first in it), sample grid and `train_summary.json` or
+    `distill_summary.json`. Checkpoints and logs stay behind. The folder is replaced in one rename."""
     import json
     import shutil
 
@@ -92,9 +116,12 @@ def package_pipeline(trained_folder: os.PathLike, name: str, command_chain: str 
             if (trained / entry).is_file():
                 shutil.copy2(trained / entry, staging / entry)
         card = staging / "README.md"
-        text, fence = card.read_text(encoding="utf-8"), "## Training\n\n```bash\n"
-        if command_chain and fence in text:
-            end = text.index("```", text.index(fence) + len(fence))
-            card.write_text(text[:end] + command_chain.rstrip() + "\n" + text[end:], encoding="utf-8")
+        text, section, fence = card.read_text(encoding="utf-8"), "## Training\n", "```bash\n"
+        if (command_chain or commands_before) and section in text and fence in text[text.index(section) :]:
+            start = text.index(fence, text.index(section)) + len(fence)
+            end = text.index("```", start)
+            before = commands_before.rstrip() + "\n" if commands_before else ""
+            after = command_chain.rstrip() + "\n" if command_chain else ""
+            card.write_text(text[:start] + before + text[start:end] + after + text[end:], encoding="utf-8")
         update_card_usage(staging, pipe, f"src/ddpm_kiit/pretrained/{SHIPPED[name]}", variant="fp16")
     return Path(str(resources.files(__name__).joinpath(SHIPPED[name])))
