@@ -82,7 +82,7 @@ def test_shipped_pipeline_is_half_precision_and_loads_in_float32_and_bfloat16(na
 SHIPPED_SCORES = Path(__file__).parents[1] / "benchmarks" / "results" / "shipped"
 
 
-@pytest.mark.parametrize("name", ["emoji", "mnist", "mnist-class"])
+@pytest.mark.parametrize("name", ["emoji", "mnist", "mnist-class", "mnist-fast"])
 def test_card_quality_is_the_evaluation_report_of_its_command(name):
     # The card's Quality section is what `ddpm-kiit evaluate NAME ... --update-card --out JSON` wrote, and the JSON
     # beside it is that run's whole report: the card says how to reproduce it, the JSON what it gave.
@@ -95,6 +95,22 @@ def test_card_quality_is_the_evaluation_report_of_its_command(name):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     row = re.search(rf"^\| `{name}` \|.*$", readme, re.M)
     assert row and f"| {report['scores']['fid']:.1f} | {report['floor']['fid']:.1f} |" in row[0], "README table"
+
+
+def test_the_few_step_benchmark_measured_the_shipped_student_beside_the_shipped_teacher():
+    # Issue 28: `benchmarks/few_step.py` ran on the shipped student; its rows score the same seeded samples as the
+    # cards' own evaluate commands (so the figures agree), and the distillation kept to its 60-minute budget.
+    results = json.loads((SHIPPED_SCORES.parent / "few_step.json").read_text())
+    assert results["command"].startswith("python benchmarks/few_step.py src/ddpm_kiit/pretrained/ddpm-kiit-mnist-fast")
+    summary = json.loads((shipped_pipeline("mnist-fast") / "distill_summary.json").read_text())
+    assert results["distillation"] == summary and summary["teacher"] == "mnist"
+    assert summary["train_seconds"] <= 60 * 60
+    teacher = next(row for row in results["rows"] if row["model"] == "teacher" and row["steps"] == 300)
+    student = {row["steps"]: row for row in results["rows"] if row["model"] == "student"}
+    assert sorted(student) == [1, 2, 4, 8] and all(row["unet_calls"] == row["steps"] for row in student.values())
+    for name, row in (("mnist", teacher), ("mnist-fast", student[4])):
+        report = json.loads((SHIPPED_SCORES / f"{name}.json").read_text())
+        assert row["fid"] == pytest.approx(report["scores"]["fid"], abs=0.05), name
 
 
 @torch.no_grad()
@@ -213,8 +229,52 @@ def test_a_class_or_a_prompt_picks_the_conditional_sibling(tmp_path, monkeypatch
     assert resolve_pipeline("mnist", class_label=7) == "mnist"  # a local folder still wins
 
 
+def test_fast_picks_the_distilled_sibling_and_refuses_where_none_ships(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fast = str(shipped_pipeline("mnist-fast"))
+    assert resolve_pipeline(None, fast=True) == resolve_pipeline("mnist", fast=True) == fast
+    assert resolve_pipeline("mnist-fast", fast=True) == resolve_pipeline("mnist-fast") == fast
+    with pytest.raises(ValueError, match="No distilled sibling of 'emoji' ships; --fast works for \\['mnist'\\]"):
+        resolve_pipeline("emoji", fast=True)
+    with pytest.raises(ValueError, match="No distilled class-conditional"):
+        resolve_pipeline("mnist", class_label=3, fast=True)
+    with pytest.raises(ValueError, match="not one; a student folder"):
+        resolve_pipeline("my/folder", fast=True)
+
+
+@torch.no_grad()
+def test_generate_fast_draws_digits_in_the_students_four_steps(tmp_path, monkeypatch):
+    """`ddpm-kiit generate --fast`: the shipped student, its own DDIM scheduler and 4 steps, digits the classifier is
+    sure about (the same bar as the 300-step teacher's test above)."""
+    calls = []
+    original = KiitDDPMPipeline.__call__
+
+    def counting(pipe, *args, **kwargs):
+        calls.append((type(pipe.scheduler).__name__, kwargs.get("num_inference_steps")))
+        return original(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(KiitDDPMPipeline, "__call__", counting)
+    out = tmp_path / "fast.png"
+    assert cli(["generate", "--fast", "--num-images", "16", "--out", str(out)]) == 0
+    assert calls == [("DDIMScheduler", 4)]
+    grid = torch.from_numpy(np.asarray(Image.open(out).convert("L"), dtype=np.float32) / 255)
+    images = grid.unfold(0, 32, 32).unfold(1, 32, 32).reshape(16, 1, 32, 32)
+    assert (images < 0.2).float().mean() > 0.6
+    probabilities = load_classifier("mnist")(images * 2 - 1).softmax(dim=1)
+    assert probabilities.max(dim=1).values.mean() > 0.85
+
+
+def test_the_app_opens_on_the_fast_pipeline():
+    pytest.importorskip("gradio")
+    from ddpm_kiit.app import build_app
+
+    demo = build_app()
+    boxes = [block for block in demo.blocks.values() if getattr(block, "label", None) == "Pipeline"]
+    assert [box.value for box in boxes] == [str(shipped_pipeline("mnist-fast"))]
+
+
 def test_unknown_shipped_name_lists_the_shipped_ones():
-    with pytest.raises(ValueError, match="the package ships \\['emoji', 'emoji-text', 'mnist', 'mnist-class'\\]"):
+    with pytest.raises(ValueError, match="ships \\['emoji', 'emoji-text', 'mnist', 'mnist-class', 'mnist-fast'\\]"):
         shipped_pipeline("cifar10")
 
 

@@ -180,7 +180,8 @@ def evaluate_pipeline(
     report = score_samples(samples, dataset, features, seed, cache_dir, cache)
     report.update(
         scheduler=type(pipe.scheduler).__name__,
-        num_inference_steps=num_inference_steps,
+        # None: every training timestep; a distilled student's own count is what its call without one runs.
+        num_inference_steps=num_inference_steps or pipe.config.get("default_num_inference_steps"),
         pipeline_hash=pipeline_hash(pipe),
         sampling_seconds=round(sampling_seconds, 1),
         seconds=round(time.perf_counter() - start, 1),
