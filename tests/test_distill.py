@@ -1,6 +1,7 @@
 """Distillation into few-step students: the targets against the stock schedulers' steps, the Accelerate loop (resume,
 rounds), the student as a pipeline folder, and the refusals."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -333,3 +334,25 @@ def test_a_student_packages_in_half_precision_with_its_whole_command_chain(tmp_p
     assert block[3] == "ddpm-kiit evaluate tiny-fast" and len(block) == 4
     pipe = DiffusionPipeline.from_pretrained(folder, variant="fp16")
     assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.unet.dtype == torch.float32
+
+
+def test_the_default_recipe_is_the_shipped_students(tmp_path):
+    """`ddpm-kiit distill mnist --steps 4 --output_dir OUT` with nothing else trains what `mnist-fast` was trained
+    with: the flags its card records differ from the defaults only in where checkpoints go."""
+    import shlex
+
+    from ddpm_kiit.pretrained import shipped_pipeline
+    from ddpm_kiit.training.distill import validate
+
+    card = (shipped_pipeline("mnist-fast") / "README.md").read_text()
+    command = next(line for line in card.splitlines() if line.startswith("ddpm-kiit distill "))
+    recorded = validate(parse_args(shlex.split(command)[2:]).replace(output_dir=str(tmp_path / "a")))
+    default = validate(parse_args(["mnist", "--output_dir", str(tmp_path / "b")]))
+    assert default.teacher_steps == 32 and default.num_rounds == 3 and default.round_bounds() == [0, 1200, 2400, 3600]
+    ignored = {"output_dir", "checkpointing_steps", "checkpoints_total_limit", "command_line"}
+    differing = {
+        field.name
+        for field in dataclasses.fields(DistillConfig)
+        if getattr(recorded, field.name) != getattr(default, field.name)
+    }
+    assert differing <= ignored, differing - ignored
