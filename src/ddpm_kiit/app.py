@@ -822,10 +822,9 @@ def build_app(
     allowed_repos: Sequence[str] = (),
 ):
     """The `gradio.Blocks` app. `pipeline` fills the pipeline box (default: the shipped quick-preview pipeline, a
-    distilled student, else the first shipped one); local
-    pipelines must lie in `allowed_dirs` or be shipped with the package. `fast_inference`, `device`: see
-    `PipelineCache`. Hub ids load only with `allow_hub` or when listed in `allowed_repos`, after
-    `hub_files_to_fetch` has checked them."""
+    distilled student, else the first shipped one); local pipelines must lie in `allowed_dirs` or be shipped with the
+    package. `fast_inference`, `device`: see `PipelineCache`. Hub ids load only with `allow_hub` or when listed in
+    `allowed_repos`, after `hub_files_to_fetch` has checked them."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
