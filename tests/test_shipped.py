@@ -111,6 +111,10 @@ def test_the_few_step_benchmark_measured_the_shipped_student_beside_the_shipped_
     for name, row in (("mnist", teacher), ("mnist-fast", student[4])):
         report = json.loads((SHIPPED_SCORES / f"{name}.json").read_text())
         assert row["fid"] == pytest.approx(report["scores"]["fid"], abs=0.05), name
+    # Issue 28's 4-step target: within 10% of the teacher's 300-step FID, at the student's default step count.
+    assert student[4]["fid"] <= 1.10 * teacher["fid"]
+    index = json.loads((shipped_pipeline("mnist-fast") / "model_index.json").read_text())
+    assert index["default_num_inference_steps"] == 4
 
 
 @torch.no_grad()

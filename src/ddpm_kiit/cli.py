@@ -131,7 +131,7 @@ def _add_app(commands) -> None:
         "--pipeline",
         default=None,
         help=f"Pipeline folder, Hub id or shipped name ({SHIPPED_NAMES}) shown when the page opens (default: "
-        "mnist-fast, the 4-step student).",
+        "mnist-fast, the distilled student that samples in 4 steps).",
     )
     app.add_argument("--host", default="127.0.0.1", help="Interface to bind (0.0.0.0 serves your whole network).")
     app.add_argument("--port", type=_positive_int, default=7860)

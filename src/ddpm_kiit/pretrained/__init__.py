@@ -3,7 +3,7 @@
 Each is a folder written by `examples/train.py` (its model card, README.md, holds the command that trained it and its
 measured scores): load one with `KiitDDPMPipeline.from_pretrained(shipped_pipeline("mnist"))`, or name it on the
 command line (`ddpm-kiit generate emoji`; `ddpm-kiit generate mnist --class 7` draws from `mnist-class`, and
-`ddpm-kiit generate --fast` from `mnist-fast`, the 4-step student that `ddpm-kiit distill` made of `mnist`).
+`ddpm-kiit generate --fast` from `mnist-fast`, the student that `ddpm-kiit distill` made of `mnist`, in 4 steps).
 """
 
 import os
@@ -82,7 +82,11 @@ def resolve_pipeline(
 
 
 def package_pipeline(
-    trained_folder: os.PathLike, name: str, command_chain: str = "", commands_before: str = ""
+    trained_folder: os.PathLike,
+    name: str,
+    command_chain: str = "",
+    commands_before: str = "",
+    default_num_inference_steps: Optional[int] = None,
 ) -> Path:
     """For maintainers: puts a pipeline folder that `examples/train.py` (or `ddpm-kiit distill`) wrote into the package
     as the shipped pipeline `name` (a key of `SHIPPED`): the unet (and a text encoder) in half precision (Diffusers'
@@ -90,7 +94,10 @@ def package_pipeline(
     tokenizer, the generated code, and the trained folder's model card (`command_chain`, the commands after training,
     added to the first command block of its Training section, and `commands_before`, those that made the run's input,
     such as a distilled student's teacher, put first in it), sample grid and `train_summary.json` or
-    `distill_summary.json`. Checkpoints and logs stay behind. The folder is replaced in one rename."""
+    `distill_summary.json`. Checkpoints and logs stay behind. The folder is replaced in one rename.
+
+    `default_num_inference_steps` replaces a distilled student's default step count (the count it was trained for)
+    where another was measured better, and says so in its card."""
     import json
     import shutil
 
@@ -102,6 +109,19 @@ def package_pipeline(
         raise ValueError(f"Add {name!r} to `SHIPPED` first (with its folder name), then package it.")
     trained = Path(trained_folder)
     pipe = KiitDDPMPipeline.from_pretrained(trained)
+    trained_steps = pipe.config.get("default_num_inference_steps")
+    if default_num_inference_steps is not None:
+        if trained_steps is None:
+            raise ValueError(f"{trained} is not a distilled student (no default_num_inference_steps to replace).")
+        pipe.register_to_config(default_num_inference_steps=default_num_inference_steps)
+    grid = None
+    if default_num_inference_steps not in (None, trained_steps):  # the card's grid shows what the new default draws
+        import torch
+
+        from ..visualize import image_grid
+
+        pipe.set_progress_bar_config(disable=True)
+        grid = image_grid(pipe(batch_size=16, generator=torch.manual_seed(0)).images)
     pipe.unet.half()
     if getattr(pipe, "text_encoder", None) is not None:
         pipe.text_encoder.half()
@@ -115,6 +135,8 @@ def package_pipeline(
         for entry in ("README.md", "samples.png", "train_summary.json", "distill_summary.json"):
             if (trained / entry).is_file():
                 shutil.copy2(trained / entry, staging / entry)
+        if grid is not None:
+            grid.save(staging / "samples.png")
         card = staging / "README.md"
         text, section, fence = card.read_text(encoding="utf-8"), "## Training\n", "```bash\n"
         if (command_chain or commands_before) and section in text and fence in text[text.index(section) :]:
@@ -123,5 +145,13 @@ def package_pipeline(
             before = commands_before.rstrip() + "\n" if commands_before else ""
             after = command_chain.rstrip() + "\n" if command_chain else ""
             card.write_text(text[:start] + before + text[start:end] + after + text[end:], encoding="utf-8")
+        if default_num_inference_steps is not None and default_num_inference_steps != trained_steps:
+            steps = default_num_inference_steps
+            text, said = card.read_text(encoding="utf-8"), f"it samples in {trained_steps} steps by default ("
+            if said not in text:
+                raise ValueError(f"The card of {trained} does not say {said!r}; package it without a new default.")
+            now = f"it samples in {steps} steps by default (trained for {trained_steps}, it measured better at "
+            now += f"{steps}; "
+            card.write_text(text.replace(said, now), encoding="utf-8")
         update_card_usage(staging, pipe, f"src/ddpm_kiit/pretrained/{SHIPPED[name]}", variant="fp16")
     return Path(str(resources.files(__name__).joinpath(SHIPPED[name])))
