@@ -38,8 +38,8 @@ logger = logging.get_logger(__name__)
 
 METHODS = ("progressive", "consistency")
 # Progressive: three rounds (the first teacher's DDIM grid is 8 x --steps), 1,200 steps each: the recipe of the shipped
-# `mnist-fast` (26 minutes on a 2-core CPU). Consistency: the skeleton of LCMScheduler (`original_inference_steps`), 50
-# as in Diffusers' LCM schedulers.
+# `mnist-fast` (`--steps 2`; 26-31 minutes on a 2-core CPU). Consistency: the skeleton of LCMScheduler
+# (`original_inference_steps`), 50 as in Diffusers' LCM schedulers.
 PROGRESSIVE_ROUNDS = 3
 DEFAULT_CONSISTENCY_SKELETON = 50
 DEFAULT_MAX_TRAIN_STEPS = 3600
