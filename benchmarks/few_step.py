@@ -1,16 +1,19 @@
 """Four steps at the quality of three hundred? A distilled student against its teacher's samplers, side by side.
 
-    python benchmarks/few_step.py STUDENT [--teacher mnist] [--num-samples 2000] [--out results/few_step.json]
+    python benchmarks/few_step.py STUDENT [STUDENT ...] [--teacher mnist] [--num-samples 2000] [--out JSON]
     python benchmarks/few_step.py --quick     # a tiny teacher distilled for a few steps: the smoke test
 
 One run prints, for the teacher with its own 300-step sampler, DDIM at 10/20/50 steps (trailing spacing, its better
-one on our zero-terminal-SNR schedules) and SDE-DPM-Solver++ at 10/20 (leading), and for the student (a pipeline
+one on our zero-terminal-SNR schedules) and SDE-DPM-Solver++ at 10/20 (leading), and for each student (a pipeline
 folder that `ddpm-kiit distill` wrote) at 1/2/4/8 steps: U-Net calls per image, seconds per 16-image grid (median of
 three, after a warm-up), FID, KID, precision and recall at n = `--num-samples` against the same held-out digits
-(`evaluate_pipeline`, classifier features, one `EvaluationCache`), and the distillation's training minutes as the
-student's `distill_summary.json` recorded them. Every row samples with the same seeds and fast-inference settings.
+(`evaluate_pipeline`, classifier features, one `EvaluationCache`), and each distillation's training minutes as the
+student's `distill_summary.json` recorded them (a student of a student: the whole chain). Every row samples with the
+same seeds and fast-inference settings. The teacher is the pipeline the students' distillations started from.
 
-Targets (issue 28): the student's FID at 4 steps within 10% of the teacher's 300-step FID, at 2 steps within 25%.
+Targets (issue 28): a student's FID at 4 steps within 10% of the teacher's 300-step FID, at 2 steps within 25%. Each
+target is judged on the student made to sample in that many steps (its `default_num_inference_steps`), or on the only
+student given.
 """
 
 import argparse
@@ -19,6 +22,7 @@ import sys
 import tempfile
 from functools import partial
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -27,6 +31,7 @@ from ddpm_kiit.evaluation import evaluate_pipeline
 from ddpm_kiit.evaluation.evaluate import EvaluationCache
 from ddpm_kiit.pretrained import resolve_pipeline
 from ddpm_kiit.sampling import swap_scheduler
+from ddpm_kiit.training.distill import total_train_seconds
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import add_device_argument, call_seconds, machine, resolve_device, results_path  # noqa: E402
@@ -61,18 +66,36 @@ def _quick_student(folder: Path) -> tuple:
     ]  # fmt: skip
     if distill_main(argv) != 0:
         raise SystemExit("the quick distillation failed")
-    return str(folder / "teacher"), str(folder / "student")
+    return str(folder / "teacher"), [str(folder / "student")]
 
 
-def _rows(teacher, student) -> list:
+def _rows(teacher, students: dict) -> list:
     rows = [(teacher, *row) for row in TEACHER_ROWS]
-    return rows + [(student, "student", None, steps, None) for steps in STUDENT_STEPS]
+    return rows + [(pipe, name, None, steps, None) for name, pipe in students.items() for steps in STUDENT_STEPS]
+
+
+def student_name(folder: str) -> str:
+    """A student's row label: its folder's name, less the shipped folders' `ddpm-kiit-` prefix."""
+    return Path(folder).resolve().name.removeprefix("ddpm-kiit-")
+
+
+def first_teacher(summary: dict) -> str:
+    """The pipeline a student's distillation chain started from (`ddpm_kiit.training.distill.chain_summary`)."""
+    return summary.get("first_teacher", summary["teacher"])
+
+
+def judged_student(students: dict, steps: int) -> Optional[str]:
+    """The student a target at `steps` is judged on: the one whose default step count it is, or the only one."""
+    if len(students) == 1:
+        return next(iter(students))
+    made_for = [name for name, pipe in students.items() if pipe.config.get("default_num_inference_steps") == steps]
+    return made_for[0] if made_for else None
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("student", nargs="?", help="The student's pipeline folder (what `ddpm-kiit distill` wrote).")
-    parser.add_argument("--teacher", default=None, help="Default: the teacher the student's distillation named.")
+    parser.add_argument("students", nargs="*", help="Students' pipeline folders (what `ddpm-kiit distill` wrote).")
+    parser.add_argument("--teacher", default=None, help="Default: the pipeline the distillations started from.")
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--dataset", default="mnist-full", help="Held-out digits to compare against.")
     parser.add_argument("--seed", type=int, default=0)
@@ -80,35 +103,52 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="Default: results/few_step.json (_cuda on a GPU).")
     add_device_argument(parser)
     args = parser.parse_args(argv)
-    if (args.student is None) != args.quick:
-        parser.error("give the student's folder, or --quick")
+    if bool(args.students) == args.quick:
+        parser.error("give the students' folders, or --quick")
     device = resolve_device(args.device)
     out = Path(args.out) if args.out else results_path(str(RESULTS / "few_step.json"), device)
     with tempfile.TemporaryDirectory() as scratch:
         if args.quick:
-            teacher_path, student_path = _quick_student(Path(scratch))
+            teacher_name, student_paths = _quick_student(Path(scratch))
             num_samples, dataset = 20, "mnist"
         else:
-            student_path, num_samples, dataset = args.student, args.num_samples, args.dataset
-            summary_file = Path(student_path) / "distill_summary.json"
-            if not summary_file.is_file():
-                parser.error(
-                    f"{student_path} has no distill_summary.json: pass a folder that `ddpm-kiit distill` wrote"
-                )
-            teacher_path = resolve_pipeline(args.teacher or json.loads(summary_file.read_text())["teacher"])
-        summary = json.loads((Path(student_path) / "distill_summary.json").read_text())
-        teacher = KiitDDPMPipeline.from_pretrained(teacher_path).to(device).enable_fast_inference()
-        student = KiitDDPMPipeline.from_pretrained(student_path).to(device).enable_fast_inference()
-        rows = _measure(_rows(teacher, student), num_samples, dataset, args.seed, device)
+            teacher_name, student_paths = args.teacher, args.students
+            num_samples, dataset = args.num_samples, args.dataset
+            for path in student_paths:
+                if not (Path(path) / "distill_summary.json").is_file():
+                    parser.error(f"{path} has no distill_summary.json: pass folders that `ddpm-kiit distill` wrote")
+        summaries = {
+            student_name(path): json.loads((Path(path) / "distill_summary.json").read_text()) for path in student_paths
+        }
+        if len(summaries) != len(student_paths):
+            parser.error("two students have the same folder name; rename one")
+        if teacher_name is None:
+            started_from = {first_teacher(summary) for summary in summaries.values()}
+            if len(started_from) != 1:
+                parser.error(f"the students started from different teachers {sorted(started_from)}; pass --teacher")
+            teacher_name = started_from.pop()
+        teacher = KiitDDPMPipeline.from_pretrained(resolve_pipeline(teacher_name)).to(device).enable_fast_inference()
+        students = {
+            name: KiitDDPMPipeline.from_pretrained(path).to(device).enable_fast_inference()
+            for name, path in zip(summaries, student_paths)
+        }
+        rows = _measure(_rows(teacher, students), num_samples, dataset, args.seed, device)
+        judged = {steps: judged_student(students, steps) for steps in TARGETS}
     reference = rows[0]["fid"]
-    minutes, method, optimizer_steps = summary["train_seconds"] / 60, summary["method"], summary["optimizer_steps"]
-    print(f"distillation: {minutes:.1f} min ({method}, {optimizer_steps} optimizer steps)")
+    for name, summary in summaries.items():
+        minutes = total_train_seconds(summary) / 60
+        chain = f", from {first_teacher(summary)} through {summary['teacher']}" if "first_teacher" in summary else ""
+        print(f"{name}: distilled in {minutes:.1f} min ({summary['method']}, {summary['optimizer_steps']} optimizer "
+              f"steps{chain})")  # fmt: skip
     for steps, bound in TARGETS.items():
-        row = next(r for r in rows if r["model"] == "student" and r["steps"] == steps)
+        if judged[steps] is None:
+            print(f"at {steps} steps: no student samples in {steps} steps by default (target {bound:.2f}x: unjudged)")
+            continue
+        row = next(r for r in rows if r["model"] == judged[steps] and r["steps"] == steps)
         ratio = row["fid"] / reference
         verdict = "met" if ratio <= bound else "not met"
         print(
-            f"student at {steps} steps: {ratio:.2f}x the teacher's {rows[0]['steps']}-step FID "
+            f"{judged[steps]} at {steps} steps: {ratio:.2f}x the teacher's {rows[0]['steps']}-step FID "
             f"(target {bound:.2f}x: {verdict})"
         )
     if not args.quick:
@@ -117,8 +157,9 @@ def main(argv=None):
             "command": "python benchmarks/few_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "num_samples": num_samples,
             "seed": args.seed,
-            "teacher": str(args.teacher or summary["teacher"]),
-            "distillation": summary,
+            "teacher": str(teacher_name),
+            "distillations": summaries,
+            "judged": {str(steps): name for steps, name in judged.items()},
             "rows": rows,
         }
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -152,7 +193,7 @@ def _measure(configs, num_samples: int, dataset: str, seed: int, device) -> list
         }
         rows.append(row)
         print(
-            f"{model:<8}{row['sampler']:<18}{calls:>4} U-Net calls  {seconds:6.2f} s/grid  FID {row['fid']:7.2f}  "
+            f"{model:<14}{row['sampler']:<18}{calls:>4} U-Net calls  {seconds:6.2f} s/grid  FID {row['fid']:7.2f}  "
             f"KID {row['kid_mean']:7.2f}  precision {row['precision']:.3f}  recall {row['recall']:.3f}",
             flush=True,
         )

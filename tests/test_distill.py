@@ -165,6 +165,27 @@ def test_resuming_equals_an_uninterrupted_run(tmp_path, method, teacher_steps):
         torch.testing.assert_close(resumed[key], expected[key], rtol=0, atol=0)
 
 
+def test_a_student_of_a_student_records_the_whole_chain_and_its_total_minutes(tmp_path, capsys):
+    # The shipped 2-step student is one more round on a student sampled at twice its steps: its summary must say what
+    # the whole chain cost (issue 28's 60 minutes) and from which pipeline it started.
+    teacher = _teacher(tmp_path / "teacher")
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--steps", "2", "--max_train_steps", "2"]
+    assert distill_main(_args(teacher, first, *common, "--teacher_steps", "4")) == 0
+    from conftest import reset_accelerate
+
+    reset_accelerate()
+    assert distill_main(_args(first, second, *common, "--teacher_steps", "4")) == 0
+    earlier = json.loads((first / "distill_summary.json").read_text())
+    summary = json.loads((second / "distill_summary.json").read_text())
+    assert "first_teacher" not in earlier and earlier["teacher"] == str(teacher)
+    assert summary["teacher"] == str(first) and summary["first_teacher"] == str(teacher)
+    assert summary["teacher_distillation"] == earlier
+    total = summary["train_seconds"] + earlier["train_seconds"]
+    assert summary["total_train_seconds"] == pytest.approx(total, abs=0.02)
+    assert f"With its teacher's distillation from {teacher}:" in capsys.readouterr().out
+
+
 def test_the_student_learns_its_teachers_two_steps_in_one(tmp_path):
     """After distillation, one student step from pure noise lands nearer the teacher's two DDIM steps than the
     teacher's own single step does (the student starts as the teacher)."""

@@ -433,6 +433,11 @@ def distill_main(argv: Optional[List[str]] = None) -> int:
         f"Distilled a {summary['steps']}-step student in {summary['train_seconds'] / 60:.1f} min "
         f"({summary['optimizer_steps']} steps, {summary['images_per_second']:.0f} images/s)."
     )
+    if "first_teacher" in summary:  # the teacher was itself distilled (`chain_summary`)
+        print(
+            f"With its teacher's distillation from {summary['first_teacher']}: "
+            f"{summary['total_train_seconds'] / 60:.1f} min in all."
+        )
     print(f"Student: {output_dir} (samples: {output_dir / 'samples.png'})")
     return 0
 

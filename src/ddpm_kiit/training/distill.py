@@ -16,6 +16,7 @@ examples/distill.py ...` run `distill`; the student is a pipeline folder like an
 
 import argparse
 import dataclasses
+import json
 import math
 import shlex
 import sys
@@ -599,6 +600,27 @@ def _save(run: _Run) -> Path:
     )  # fmt: skip
 
 
+def chain_summary(summary: dict, teacher_path: str) -> dict:
+    """`summary` of a distillation whose teacher may itself be a student (its folder holds a `distill_summary.json`):
+    then the teacher's summary goes in whole as `teacher_distillation`, `first_teacher` names the pipeline the chain
+    started from, and `total_train_seconds` adds up every distillation in it, which is what the student cost."""
+    earlier_file = Path(teacher_path) / "distill_summary.json"
+    if not earlier_file.is_file():
+        return summary
+    earlier = json.loads(earlier_file.read_text())
+    return {
+        **summary,
+        "first_teacher": earlier.get("first_teacher", earlier["teacher"]),
+        "total_train_seconds": round(summary["train_seconds"] + total_train_seconds(earlier), 2),
+        "teacher_distillation": earlier,
+    }
+
+
+def total_train_seconds(summary: dict) -> float:
+    """The distillation time behind a student, its teacher's own distillations included (`chain_summary`)."""
+    return summary.get("total_train_seconds", summary["train_seconds"])
+
+
 def _card_command(config: DistillConfig) -> str:
     from ..redaction import rerunnable_argv
 
@@ -649,17 +671,15 @@ def _finish(run: _Run, first_step: int, seconds: float) -> None:
         }
         save_pipeline_atomically(pipe, run.output_dir, card, image_grid(images))
         images_seen = (run.global_step - first_step) * config.train_batch_size * accelerator.num_processes
-        write_json_atomically(
-            run.output_dir / "distill_summary.json",
-            {
-                "teacher": config.teacher,
-                "method": config.method,
-                "steps": config.steps,
-                "optimizer_steps": run.global_step - first_step,
-                "train_seconds": round(seconds, 2),
-                "images_per_second": round(images_seen / max(seconds, 1e-9), 1),
-                "mixed_precision": config.mixed_precision,
-            },
-        )
+        summary = {
+            "teacher": config.teacher,
+            "method": config.method,
+            "steps": config.steps,
+            "optimizer_steps": run.global_step - first_step,
+            "train_seconds": round(seconds, 2),
+            "images_per_second": round(images_seen / max(seconds, 1e-9), 1),
+            "mixed_precision": config.mixed_precision,
+        }
+        write_json_atomically(run.output_dir / "distill_summary.json", chain_summary(summary, run.teacher_path))
     accelerator.wait_for_everyone()
     accelerator.end_training()
