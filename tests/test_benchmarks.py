@@ -34,6 +34,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
         "class_guidance.py",
         "fid_vs_hours.py",
         "few_step.py",
+        "student_steps.py",
         pytest.param(
             "text_guidance.py",
             marks=pytest.mark.skipif(
@@ -87,3 +88,19 @@ def test_steps_vs_quality_refuses_full_with_configs(monkeypatch, capsys):
         runpy.run_path(str(BENCHMARKS / "steps_vs_quality.py"), run_name="__main__")
     assert exit_info.value.code == 2
     assert "give either --full or --configs" in capsys.readouterr().err
+
+
+def test_student_steps_swaps_one_student_step_for_the_teachers_two_on_ddims_grids():
+    from ddpm_kiit import KiitDDPMScheduler
+    from ddpm_kiit.training.distill import student_scheduler
+
+    plans = runpy.run_path(str(BENCHMARKS / "student_steps.py"))["plans"]
+    teacher = KiitDDPMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    result = plans(student_scheduler(teacher, "progressive", 4), 2)
+    teacher_pairs = [("teacher", 299, 224), ("teacher", 224, 149), ("teacher", 149, 74), ("teacher", 74, -1)]
+    assert result == {
+        "teacher, 4 steps": teacher_pairs,
+        "student, 2 steps": [("student", 299, 149), ("student", 149, -1)],
+        "student at step 1 (t = 299), teacher elsewhere": [("student", 299, 149), *teacher_pairs[2:]],
+        "student at step 2 (t = 149), teacher elsewhere": [*teacher_pairs[:2], ("student", 149, -1)],
+    }

@@ -82,7 +82,7 @@ def test_shipped_pipeline_is_half_precision_and_loads_in_float32_and_bfloat16(na
 SHIPPED_SCORES = Path(__file__).parents[1] / "benchmarks" / "results" / "shipped"
 
 
-@pytest.mark.parametrize("name", ["emoji", "mnist", "mnist-class", "mnist-fast"])
+@pytest.mark.parametrize("name", ["emoji", "mnist", "mnist-class", "mnist-fast", "mnist-2-step"])
 def test_card_quality_is_the_evaluation_report_of_its_command(name):
     # The card's Quality section is what `ddpm-kiit evaluate NAME ... --update-card --out JSON` wrote, and the JSON
     # beside it is that run's whole report: the card says how to reproduce it, the JSON what it gave.
@@ -97,24 +97,36 @@ def test_card_quality_is_the_evaluation_report_of_its_command(name):
     assert row and f"| {report['scores']['fid']:.1f} | {report['floor']['fid']:.1f} |" in row[0], "README table"
 
 
-def test_the_few_step_benchmark_measured_the_shipped_student_beside_the_shipped_teacher():
-    # Issue 28: `benchmarks/few_step.py` ran on the shipped student; its rows score the same seeded samples as the
-    # cards' own evaluate commands (so the figures agree), and the distillation kept to its 60-minute budget.
+FEW_STEP_STUDENTS = {"mnist-fast": 4, "mnist-2-step": 2}  # shipped student: the step count it samples in by default
+
+
+def test_the_few_step_benchmark_measured_the_shipped_students_beside_the_shipped_teacher():
+    # Issue 28: `benchmarks/few_step.py` ran on the shipped students; its rows score the same seeded samples as the
+    # cards' own evaluate commands (so the figures agree), and each distillation chain kept to its 60-minute budget.
     results = json.loads((SHIPPED_SCORES.parent / "few_step.json").read_text())
-    assert results["command"].startswith("python benchmarks/few_step.py src/ddpm_kiit/pretrained/ddpm-kiit-mnist-fast")
-    summary = json.loads((shipped_pipeline("mnist-fast") / "distill_summary.json").read_text())
-    assert results["distillation"] == summary and summary["teacher"] == "mnist"
-    assert summary["train_seconds"] <= 60 * 60
+    folders = " ".join(f"src/ddpm_kiit/pretrained/{SHIPPED[name]}" for name in FEW_STEP_STUDENTS)
+    assert results["command"].startswith(f"python benchmarks/few_step.py {folders}")
+    assert results["teacher"] == "mnist"
     teacher = next(row for row in results["rows"] if row["model"] == "teacher" and row["steps"] == 300)
-    student = {row["steps"]: row for row in results["rows"] if row["model"] == "student"}
-    assert sorted(student) == [1, 2, 4, 8] and all(row["unet_calls"] == row["steps"] for row in student.values())
-    for name, row in (("mnist", teacher), ("mnist-fast", student[4])):
+    report = json.loads((SHIPPED_SCORES / "mnist.json").read_text())
+    assert teacher["fid"] == pytest.approx(report["scores"]["fid"], abs=0.05)
+    fid = {}
+    for name, steps in FEW_STEP_STUDENTS.items():
+        summary = json.loads((shipped_pipeline(name) / "distill_summary.json").read_text())
+        assert results["distillations"][name] == summary
+        assert summary.get("first_teacher", summary["teacher"]) == "mnist"
+        assert summary.get("total_train_seconds", summary["train_seconds"]) <= 60 * 60
+        rows = {row["steps"]: row for row in results["rows"] if row["model"] == name}
+        assert sorted(rows) == [1, 2, 4, 8] and all(row["unet_calls"] == row["steps"] for row in rows.values())
+        index = json.loads((shipped_pipeline(name) / "model_index.json").read_text())
+        assert index["default_num_inference_steps"] == steps and results["judged"][str(steps)] == name
         report = json.loads((SHIPPED_SCORES / f"{name}.json").read_text())
-        assert row["fid"] == pytest.approx(report["scores"]["fid"], abs=0.05), name
-    # Issue 28's 4-step target: within 10% of the teacher's 300-step FID, at the student's default step count.
-    assert student[4]["fid"] <= 1.10 * teacher["fid"]
-    index = json.loads((shipped_pipeline("mnist-fast") / "model_index.json").read_text())
-    assert index["default_num_inference_steps"] == 4
+        assert rows[steps]["fid"] == pytest.approx(report["scores"]["fid"], abs=0.05), name
+        fid[name] = {steps: row["fid"] for steps, row in rows.items()}
+    # Issue 28's 4-step target: within 10% of the teacher's 300-step FID. Its 2-step one (25%) is not met yet; the
+    # 2-step student ships because at 2 steps it beats the 4-step one by far (measured 12.5 against 34.5).
+    assert fid["mnist-fast"][4] <= 1.10 * teacher["fid"]
+    assert fid["mnist-2-step"][2] < 0.5 * fid["mnist-fast"][2]
 
 
 @torch.no_grad()

@@ -3,7 +3,8 @@
 Each is a folder written by `examples/train.py` (its model card, README.md, holds the command that trained it and its
 measured scores): load one with `KiitDDPMPipeline.from_pretrained(shipped_pipeline("mnist"))`, or name it on the
 command line (`ddpm-kiit generate emoji`; `ddpm-kiit generate mnist --class 7` draws from `mnist-class`, and
-`ddpm-kiit generate --fast` from `mnist-fast`, the student that `ddpm-kiit distill` made of `mnist`, in 4 steps).
+`ddpm-kiit generate --fast` from `mnist-fast`, the student that `ddpm-kiit distill` made of `mnist`, in 4 steps;
+`mnist-2-step` is one more round of distillation on `mnist-fast`, in 2 steps).
 """
 
 import os
@@ -17,6 +18,7 @@ SHIPPED = {
     "mnist-class": "ddpm-kiit-mnist-class",
     "emoji-text": "ddpm-kiit-emoji-text",
     "mnist-fast": "ddpm-kiit-mnist-fast",
+    "mnist-2-step": "ddpm-kiit-mnist-2-step",
 }
 DEFAULT_SHIPPED = "mnist"
 # What the app shows first: a distilled student draws a grid in a few steps, where its teacher takes hundreds.
