@@ -129,6 +129,24 @@ def test_the_few_step_benchmark_measured_the_shipped_students_beside_the_shipped
     assert fid["mnist-2-step"][2] < 0.5 * fid["mnist-fast"][2]
 
 
+def test_the_2_step_students_chain_is_the_shipped_fast_student_and_one_more_round():
+    # mnist-2-step was distilled from the shipped mnist-fast: its card's Training block repeats mnist-fast's chain up
+    # to that student's packaging, and its summary carries mnist-fast's summary whole.
+    def chain(name):
+        card = (shipped_pipeline(name) / "README.md").read_text()
+        block = card[card.index("## Training") :]
+        return block[block.index("```bash\n") + 8 : block.index("```", block.index("```bash\n") + 8)].splitlines()
+
+    fast, two = chain("mnist-fast"), chain("mnist-2-step")
+    packaging = next(i for i, line in enumerate(fast) if "'mnist-fast'" in line)
+    assert two[: packaging + 1] == fast[: packaging + 1]
+    assert two[packaging + 1].startswith("ddpm-kiit distill mnist-fast --steps 2 --teacher_steps 4 ")
+    summary = json.loads((shipped_pipeline("mnist-2-step") / "distill_summary.json").read_text())
+    fast_summary = json.loads((shipped_pipeline("mnist-fast") / "distill_summary.json").read_text())
+    assert summary["teacher"] == "mnist-fast" and summary["teacher_distillation"] == fast_summary
+    assert summary["total_train_seconds"] == pytest.approx(summary["train_seconds"] + fast_summary["train_seconds"])
+
+
 @torch.no_grad()
 def test_shipped_mnist_pipeline_makes_digits_the_classifier_recognises():
     folder = shipped_pipeline("mnist")
