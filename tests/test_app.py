@@ -352,14 +352,26 @@ def browser_page(tmp_path):
             context.close()
 
 
-def _set_number(page, selector, value):
+def _set_number(page, selector, value, attempts=3):
+    """Types `value` into a number box and waits until the page holds it. A box in a tab that has just been opened
+    can be re-rendered by Gradio as it mounts, dropping what was typed (seen once in a CI run, at the Learn tab's
+    first box): then it is typed again, up to `attempts` times."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     box = page.locator(f"{selector} input[type=number]")
-    box.fill(str(value))
-    box.press("Tab")  # Gradio takes a typed number when the box loses focus
-    page.wait_for_function(
-        "([selector, value]) => document.querySelector(selector + ' input[type=number]').value === value",
-        arg=[selector, str(value)],
-    )
+    for attempt in range(attempts):
+        box.fill(str(value))
+        box.press("Tab")  # Gradio takes a typed number when the box loses focus
+        try:
+            page.wait_for_function(
+                "([selector, value]) => document.querySelector(selector + ' input[type=number]').value === value",
+                arg=[selector, str(value)],
+                timeout=10_000,
+            )
+            return
+        except PlaywrightTimeoutError:
+            if attempt == attempts - 1:
+                raise
 
 
 def _gallery(page, previous=None, timeout=60_000):
