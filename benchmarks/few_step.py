@@ -31,7 +31,7 @@ from ddpm_kiit.evaluation import evaluate_pipeline
 from ddpm_kiit.evaluation.evaluate import EvaluationCache
 from ddpm_kiit.pretrained import resolve_pipeline
 from ddpm_kiit.sampling import swap_scheduler
-from ddpm_kiit.training.distill import total_train_seconds
+from ddpm_kiit.training.distill import first_teacher, total_train_seconds
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import add_device_argument, call_seconds, machine, resolve_device, results_path  # noqa: E402
@@ -77,11 +77,6 @@ def _rows(teacher, students: dict) -> list:
 def student_name(folder: str) -> str:
     """A student's row label: its folder's name, less the shipped folders' `ddpm-kiit-` prefix."""
     return Path(folder).resolve().name.removeprefix("ddpm-kiit-")
-
-
-def first_teacher(summary: dict) -> str:
-    """The pipeline a student's distillation chain started from (`ddpm_kiit.training.distill.chain_summary`)."""
-    return summary.get("first_teacher", summary["teacher"])
 
 
 def judged_student(students: dict, steps: int) -> Optional[str]:

@@ -610,10 +610,15 @@ def chain_summary(summary: dict, teacher_path: str) -> dict:
     earlier = json.loads(earlier_file.read_text())
     return {
         **summary,
-        "first_teacher": earlier.get("first_teacher", earlier["teacher"]),
+        "first_teacher": first_teacher(earlier),
         "total_train_seconds": round(summary["train_seconds"] + total_train_seconds(earlier), 2),
         "teacher_distillation": earlier,
     }
+
+
+def first_teacher(summary: dict) -> str:
+    """The pipeline a student's distillation chain started from (`chain_summary`)."""
+    return summary.get("first_teacher", summary["teacher"])
 
 
 def total_train_seconds(summary: dict) -> float:
