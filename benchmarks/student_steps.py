@@ -8,7 +8,9 @@ where the teacher's two steps on the 2N-step grid land. This samples, from the s
 grid, the student on its N-step grid, and for each student step k the hybrid that takes the teacher's two steps
 everywhere except at k (N + 1 U-Net calls where the student takes 1 at k), and scores each by FID, KID, precision
 and recall at n = `--num-samples` (`score_samples`, classifier features, one `EvaluationCache`). A step whose hybrid
-scores near the teacher is one the student learned well; one near the student's own score is where it loses.
+scores near the teacher is one the student learned well; one near the student's own score is where it loses. A student
+on a grid of its own (`ddpm-kiit distill --timesteps`) is taken apart the same way: each of its steps replaces the
+teacher's steps up to its next grid point, on the teacher's `--teacher_steps` grid.
 
 The teacher must be the student's last round's: by default the one its `distill_summary.json` names, which is that
 only for a one-round distillation (`--teacher_steps` = 2 x `--steps`, like `mnist-2-step`'s); for a student of several
@@ -30,7 +32,7 @@ from tqdm.auto import tqdm
 from ddpm_kiit import KiitDDPMPipeline
 from ddpm_kiit.evaluation.evaluate import EvaluationCache, score_samples
 from ddpm_kiit.pretrained import resolve_pipeline
-from ddpm_kiit.training.distill import _NoiseLevels, ddim_step
+from ddpm_kiit.training.distill import _NoiseLevels, ddim_step, teacher_grid, teacher_spans
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, results_path  # noqa: E402
@@ -38,34 +40,37 @@ from common import machine, results_path  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 
 
-def plans(scheduler, student_steps: int) -> dict:
-    """Sampling plans as lists of (who, from level, to level): the teacher's 2N steps, the student's N, and each
-    hybrid, on the student's `DDIMScheduler` grids (trailing) with its step's landing (t - T // N; -1 is the clean
-    image), as `ddpm_kiit.training.distill` trains them."""
-    total = scheduler.config.num_train_timesteps
-    scheduler.set_timesteps(student_steps)
-    coarse = [int(t) for t in scheduler.timesteps]
-    scheduler.set_timesteps(2 * student_steps)
-    fine = [int(t) for t in scheduler.timesteps]
-    if fine[::2] != coarse:
-        raise ValueError(f"The {student_steps}-step grid does not nest in the {2 * student_steps}-step one.")
-    jump = total // student_steps
+def plans(scheduler, student_steps: int, timesteps=None, teacher_steps=None) -> dict:
+    """Sampling plans as lists of (who, from level, to level): the teacher's steps, the student's, and each hybrid.
+    A uniform student (`timesteps` None) steps on DDIM's trailing N-step grid, each step replacing two of its
+    teacher's on the 2N-step grid; a student of `ddpm-kiit distill --timesteps` steps on its own grid, each step
+    replacing the teacher's steps up to its next grid point on the `teacher_steps` grid (`teacher_spans`). Level -1
+    is the clean image, as `ddpm_kiit.training.distill` trains them."""
+    if timesteps is None:
+        fine, teacher_steps = teacher_grid(scheduler.config, 2 * student_steps), 2 * student_steps
+        timesteps = fine[::2]
+        if timesteps != teacher_grid(scheduler.config, student_steps):
+            raise ValueError(f"The {student_steps}-step grid does not nest in the {teacher_steps}-step one.")
+    else:
+        fine = teacher_grid(scheduler.config, teacher_steps)
+    levels, spans = fine + [-1], teacher_spans(timesteps, fine)
 
-    def teacher_pair(k):
-        return [("teacher", coarse[k], fine[2 * k + 1]), ("teacher", fine[2 * k + 1], coarse[k] - jump)]
+    def teacher_span(k):
+        start, end = spans[k]
+        return [("teacher", levels[p], levels[p + 1]) for p in range(start, end)]
 
     def student_step(k):
-        return [("student", coarse[k], coarse[k] - jump)]
+        start, end = spans[k]
+        return [("student", levels[start], levels[end])]
 
+    steps = range(len(spans))
     result = {
-        f"teacher, {2 * student_steps} steps": [s for k in range(student_steps) for s in teacher_pair(k)],
-        f"student, {student_steps} steps": [s for k in range(student_steps) for s in student_step(k)],
+        f"teacher, {teacher_steps} steps": [s for k in steps for s in teacher_span(k)],
+        f"student, {len(spans)} steps": [s for k in steps for s in student_step(k)],
     }
-    for swapped in range(student_steps):
-        name = f"student at step {swapped + 1} (t = {coarse[swapped]}), teacher elsewhere"
-        result[name] = [
-            s for k in range(student_steps) for s in (student_step(k) if k == swapped else teacher_pair(k))
-        ]
+    for swapped in steps:
+        name = f"student at step {swapped + 1} (t = {timesteps[swapped]}), teacher elsewhere"
+        result[name] = [s for k in steps for s in (student_step(k) if k == swapped else teacher_span(k))]
     return result
 
 
@@ -122,13 +127,16 @@ def main(argv=None):
         teacher = KiitDDPMPipeline.from_pretrained(resolve_pipeline(teacher_name))
         steps = student.config.get("default_num_inference_steps")
         # What it learned (its default may differ, like mnist-fast's): the grid its hybrids are built on.
-        trained_steps = json.loads((Path(student_path) / "distill_summary.json").read_text())["steps"]
+        trained = json.loads((Path(student_path) / "distill_summary.json").read_text())
         scheduler = student.scheduler
         levels = _NoiseLevels(scheduler.alphas_cumprod, "cpu")
         nets = {"student": student.unet.eval(), "teacher": teacher.unet.eval()}
         config = student.unet.config
         cache, rows = EvaluationCache(), []
-        for name, plan in tqdm(plans(scheduler, trained_steps).items(), desc="Plans"):
+        for name, plan in tqdm(
+            plans(scheduler, trained["steps"], trained.get("timesteps"), trained.get("teacher_steps")).items(),
+            desc="Plans",
+        ):
             images = sample(
                 nets, plan, levels, scheduler.config.prediction_type, (config.in_channels, config.sample_size,
                 config.sample_size), num_samples, args.seed,

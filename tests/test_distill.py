@@ -21,6 +21,8 @@ from ddpm_kiit.training.distill import (
     parse_args,
     progressive_target,
     student_scheduler,
+    teacher_grid,
+    teacher_spans,
 )
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
@@ -136,13 +138,16 @@ def test_a_tiny_teacher_distils_into_a_student_that_reloads_and_samples_in_each_
     assert summary["optimizer_steps"] == 6 and summary["method"] == method
 
 
-@pytest.mark.parametrize("method,teacher_steps", [("progressive", "8"), ("consistency", "10")])
-def test_resuming_equals_an_uninterrupted_run(tmp_path, method, teacher_steps):
+@pytest.mark.parametrize(
+    "method,teacher_steps,grid",
+    [("progressive", "8", []), ("consistency", "10", []), ("progressive", "4", ["--timesteps", "39,29"])],
+)
+def test_resuming_equals_an_uninterrupted_run(tmp_path, method, teacher_steps, grid):
     """Progressive: the checkpoint at step 4 lies in the second of two rounds (bounds 0, 3, 6), with its teacher."""
     from ddpm_kiit.training.checkpoints import list_checkpoints
 
     teacher = _teacher(tmp_path / "teacher")
-    common = ["--method", method, "--steps", "2", "--teacher_steps", teacher_steps, "--max_train_steps", "6"]
+    common = ["--method", method, "--steps", "2", "--teacher_steps", teacher_steps, "--max_train_steps", "6", *grid]
     whole, pieces = tmp_path / "whole", tmp_path / "pieces"
     assert distill_main(_args(teacher, whole, *common)) == 0
     from conftest import reset_accelerate
@@ -150,7 +155,7 @@ def test_resuming_equals_an_uninterrupted_run(tmp_path, method, teacher_steps):
     reset_accelerate()
     assert distill_main(_args(teacher, pieces, *common, "--checkpointing_steps", "4")) == 0
     assert [p.name for p in list_checkpoints(pieces)] == ["checkpoint-4", "checkpoint-6"]
-    if method == "progressive":
+    if method == "progressive" and not grid:
         assert (pieces / "checkpoint-4" / "teacher").is_dir()
     for entry in ("model_index.json", "unet", "checkpoint-6"):  # as if the run had been killed after step 4
         path = pieces / entry
@@ -221,6 +226,13 @@ def test_the_student_learns_its_teachers_two_steps_in_one(tmp_path):
         (["--teacher_steps", "64", "--max_train_steps", "2"], "fewer than the 4 rounds"),
         (["--ema_max_decay", "1"], "--ema_max_decay must be in (0, 1)"),
         (["--resume_from_checkpoint", "latest"], "there is no checkpoint-* folder"),
+        (["--steps", "2", "--teacher_steps", "4", "--timesteps", "39"], "one timestep per step"),
+        (["--steps", "2", "--teacher_steps", "4", "--timesteps", "29,19"], "starting at 39 (pure noise"),
+        (["--steps", "2", "--teacher_steps", "4", "--timesteps", "39,30"], "points of the teacher's 4-step DDIM grid"),
+        (["--steps", "2", "--teacher_steps", "4", "--timesteps", "39,9,19"], "one timestep per step"),
+        (["--steps", "3", "--teacher_steps", "4", "--timesteps", "39,9,19"], "from the noisiest down"),
+        (["--steps", "2", "--teacher_steps", "2", "--timesteps", "39,19"], "must exceed --steps 2"),
+        (["--method", "consistency", "--steps", "2", "--timesteps", "39,29"], "use --method progressive"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, extra, message):
@@ -229,6 +241,13 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, extra, mess
     assert distill_main(_args(teacher, out, *extra)) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_timesteps_that_are_not_integers_are_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["mnist", "--output_dir", "out", "--timesteps", "39;29"])
+    assert exit_info.value.code == 2
+    assert "expected comma-separated integers such as 299,224, got '39;29'" in capsys.readouterr().err
 
 
 def test_a_teacher_that_is_not_a_pipeline_is_refused(tmp_path, capsys):
@@ -406,3 +425,85 @@ def test_packaging_can_give_a_student_the_step_count_it_measured_best_at(tmp_pat
     assert Image.open(folder / "samples.png").size == (4 * 16, 4 * 16)  # redrawn: 16 images, not the run's 2
     with pytest.raises(ValueError, match="is not a distilled student"):
         pretrained.package_pipeline(teacher, "tiny-fast", default_num_inference_steps=4)
+
+
+def test_a_grid_of_its_own_splits_the_teachers_steps_between_the_student_steps():
+    grid = teacher_grid(KiitDDPMScheduler().config, 4)
+    assert grid == [299, 224, 149, 74]  # DDIM's trailing grid, as the uniform rounds use
+    assert teacher_spans((299, 224), grid) == [(0, 1), (1, 4)]  # one teacher step, then the last three
+    assert teacher_spans((299, 149), grid) == [(0, 2), (2, 4)]  # the uniform round: two each
+
+
+def test_the_stock_scheduler_of_a_grid_student_lands_where_its_targets_say():
+    """The custom-grid student samples with first-order DPM-Solver++ on its own timesteps, DDIM's update: a
+    progressive target stepped by it lands on the teacher's landing. At t = 299 the scheduler clips the zero-SNR
+    schedule's alpha_bar to 2**-24 where ours is 0, a difference far below an 8-bit level."""
+    teacher_scheduler, levels = _levels()
+    dpm = student_scheduler(teacher_scheduler, "progressive", 4, (299, 224))
+    dpm.set_timesteps(timesteps=[299, 224])
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(2, 1, 4, 4, generator=generator)
+    for t, landing, tolerance in [(299, 224, 5e-3), (224, -1, 1e-5)]:
+        landed = torch.randn(2, 1, 4, 4, generator=generator)
+        target = progressive_target(
+            sample, landed, torch.full((2,), t), torch.full((2,), landing), levels, "v_prediction"
+        )
+        torch.testing.assert_close(dpm.step(target, t, sample).prev_sample, landed, rtol=0, atol=tolerance)
+        sample = landed
+
+
+def test_a_student_on_a_grid_of_its_own_reloads_and_samples_on_it(tmp_path):
+    from diffusers import DPMSolverMultistepScheduler
+
+    teacher = _teacher(tmp_path / "teacher")
+    out = tmp_path / "student"
+    args = ["--steps", "2", "--teacher_steps", "4", "--timesteps", "39,29", "--max_train_steps", "3"]
+    assert distill_main(_args(teacher, out, *args)) == 0
+    import ddpm_kiit  # noqa: F401
+
+    student = DiffusionPipeline.from_pretrained(out)
+    assert isinstance(student.scheduler, DPMSolverMultistepScheduler)
+    assert student.scheduler.config.solver_order == 1 and student.scheduler.config.final_sigmas_type == "zero"
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["default_timesteps"] == [39, 29] and index["default_num_inference_steps"] == 2
+    student.set_progress_bar_config(disable=True)
+    calls = []
+    count = lambda pipe, i, t, kwargs: calls.append(int(t)) or {}  # noqa: E731
+    student(output_type="np", callback_on_step_end=count)
+    assert calls == [39, 29]
+    calls.clear()
+    student(num_inference_steps=2, output_type="np", callback_on_step_end=count)
+    assert calls == [39, 29]  # its step count means its grid
+    calls.clear()
+    student(num_inference_steps=4, output_type="np", callback_on_step_end=count)
+    assert calls == [39, 29, 19, 9]  # other counts: the scheduler's own trailing grid
+    summary = json.loads((out / "distill_summary.json").read_text())
+    assert summary["timesteps"] == [39, 29]
+    assert "--timesteps 39,29" in (out / "README.md").read_text()
+
+
+def test_the_student_learns_its_teachers_last_steps_in_one(tmp_path):
+    """On the grid 39 -> 29 -> clean, the student's step from 29 replaces the teacher's three (29 -> 19 -> 9 -> clean):
+    after distillation, from where the teacher's first step lands, it lands nearer the teacher's three steps than the
+    teacher's own single step from 29 to the clean image does."""
+    teacher = _teacher(tmp_path / "teacher")
+    out = tmp_path / "student"
+    args = ["--steps", "2", "--teacher_steps", "4", "--timesteps", "39,29", "--max_train_steps", "240"]
+    assert distill_main(_args(teacher, out, *args, "--learning_rate", "3e-3", "--no-use_ema")) == 0
+    teacher_pipe = KiitDDPMPipeline.from_pretrained(teacher)
+    student_unet = KiitDDPMPipeline.from_pretrained(out).unet
+    levels = _NoiseLevels(teacher_pipe.scheduler.alphas_cumprod, "cpu")
+
+    @torch.no_grad()
+    def step(unet, sample, t, to):
+        t, to = torch.full((len(sample),), t), torch.full((len(sample),), to)
+        return ddim_step(unet(sample, t).sample, sample, t, to, levels, "v_prediction")
+
+    noise = torch.randn(64, 1, 16, 16, generator=torch.manual_seed(1))
+    at_29 = step(teacher_pipe.unet, noise, 39, 29)
+    three_steps = step(
+        teacher_pipe.unet, step(teacher_pipe.unet, step(teacher_pipe.unet, at_29, 29, 19), 19, 9), 9, -1
+    )
+    before = (step(teacher_pipe.unet, at_29, 29, -1) - three_steps).pow(2).mean()
+    after = (step(student_unet, at_29, 29, -1) - three_steps).pow(2).mean()
+    assert after < 0.5 * before

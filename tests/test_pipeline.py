@@ -175,6 +175,11 @@ def test_an_image_start_needs_an_image_of_the_model_shape(small_pipe):
         ({"num_inference_steps": 301}, "between 1 and the scheduler's `num_train_timesteps`=300"),
         ({"output_type": "jpeg"}, "`output_type` must be one of"),
         ({"callback_on_step_end_tensor_inputs": ["noise"]}, "may only name"),
+        ({"timesteps": [299, 150], "num_inference_steps": 2}, "Pass `num_inference_steps` or `timesteps`, not both"),
+        ({"timesteps": [150, 299]}, "integers in \\[0, 299\\] in decreasing order"),
+        ({"timesteps": [300, 150]}, "integers in \\[0, 299\\] in decreasing order"),
+        ({"timesteps": []}, "must be a non-empty list"),
+        ({"timesteps": [299.0, 150.0]}, "must be a non-empty list of integers"),
     ],
 )
 def test_bad_pipeline_calls(small_pipe, kwargs, message):
@@ -334,3 +339,52 @@ def test_a_variance_predicting_model_samples_with_learned_variance_only(tmp_path
     assert _images(swap_scheduler(pipe, "ddpm"), steps=5).shape == (2, 16, 16, 1)
     with pytest.raises(ValueError, match="only kiit and ddpm with variance type 'learned_range' or 'learned'"):
         swap_scheduler(pipe, "ddim")
+
+
+def _step_calls(pipe, **kwargs):
+    calls = []
+    pipe(output_type="np", callback_on_step_end=lambda p, i, t, kw: calls.append(int(t)) or {}, **kwargs)
+    return calls
+
+
+def test_custom_timesteps_run_on_schedulers_that_take_them_and_are_refused_by_the_others(small_pipe):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    assert _step_calls(small_pipe, timesteps=[299, 200, 50]) == [299, 200, 50]
+    small_pipe.scheduler = DPMSolverMultistepScheduler.from_config(small_pipe.scheduler.config, solver_order=1)
+    assert _step_calls(small_pipe, timesteps=torch.tensor([299, 224])) == [299, 224]
+    small_pipe.scheduler = DDIMScheduler.from_config(small_pipe.scheduler.config)
+    with pytest.raises(ValueError, match="DDIMScheduler.set_timesteps takes no custom `timesteps`") as error:
+        small_pipe(timesteps=[299, 224])
+    assert "DPMSolverMultistepScheduler.from_config(" in str(error.value)
+
+
+def test_default_timesteps_survive_a_round_trip_and_only_schedulers_that_take_them_follow_them(
+    tmp_path, small_pipe, caplog
+):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+    from diffusers.utils import logging as diffusers_logging
+
+    config = small_pipe.scheduler.config
+    scheduler = DPMSolverMultistepScheduler.from_config(config, solver_order=1, timestep_spacing="trailing")
+    pipe = KiitDDPMPipeline(unet=small_pipe.unet, scheduler=scheduler, default_timesteps=[299, 224])
+    assert pipe.config.default_num_inference_steps == 2
+    pipe.save_pretrained(tmp_path / "pipe")
+    pipe = KiitDDPMPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.default_timesteps == [299, 224]
+    assert _step_calls(pipe) == [299, 224] and _step_calls(pipe, num_inference_steps=2) == [299, 224]
+    assert _step_calls(pipe, num_inference_steps=3) == [299, 199, 99]
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    diffusers_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            assert _step_calls(pipe) == [299, 149]  # its own 2-step grid, said aloud
+    finally:
+        diffusers_logging.disable_propagation()
+    assert any("distilled for the grid [299, 224], which DDIMScheduler cannot follow" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    with pytest.raises(ValueError, match="`default_num_inference_steps`=3 disagrees with the 2 `default_timesteps`"):
+        KiitDDPMPipeline(unet=pipe.unet, scheduler=scheduler, default_num_inference_steps=3, default_timesteps=[9, 5])
+    with pytest.raises(ValueError, match="`default_timesteps` must be a non-empty list"):
+        KiitDDPMPipeline(unet=pipe.unet, scheduler=scheduler, default_timesteps=[5, 9])

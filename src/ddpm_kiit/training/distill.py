@@ -5,6 +5,11 @@ resume, bf16, a progress bar):
 - `progressive` (Salimans & Ho 2022, Algorithm 2): each round, a student learns to take in one DDIM step what its
   teacher takes in two, then becomes the next round's teacher; the grid halves from `--teacher_steps` to `--steps`.
   The student samples with Diffusers' `DDIMScheduler` (trailing timesteps, the grids this module trains on).
+  `--timesteps` generalizes one round to a grid of the student's choosing: each student step lands where the
+  teacher's steps between its two grid points land, on the teacher's `--teacher_steps` grid (`299,224` on 300
+  timesteps keeps the teacher's own first step from pure noise and makes the second replace its last three). Such a
+  student samples with `DPMSolverMultistepScheduler` at first order (DDIM's update, on custom timesteps), and its
+  pipeline's `default_timesteps` hold the grid.
 - `consistency` (Song et al. 2023, in the discrete form of latent consistency models, Luo et al. 2023): one student
   maps every point of the teacher's DDIM trajectory on a `--teacher_steps` skeleton to the trajectory's end. It samples
   with Diffusers' `LCMScheduler` in any number of steps up to the skeleton's.
@@ -23,11 +28,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, LCMScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 from diffusers.training_utils import EMAModel
 from diffusers.utils import logging
 
@@ -63,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="progressive: the teacher's DDIM steps in the first round, --steps times a power of two (default: 8 "
         "times --steps, three rounds); consistency: the DDIM skeleton the student learns along (default 50).",
+    )
+    parser.add_argument(
+        "--timesteps",
+        type=_timestep_list,
+        default=None,
+        help="progressive, one round: the student's grid as comma-separated timesteps from the noisiest (e.g. "
+        "299,224), --steps of them, all on the teacher's --teacher_steps grid and starting at its first point; each "
+        "step lands where the teacher's steps up to the next one (the last: to the clean image) land. Default: "
+        "every other point of the teacher's grid.",
     )
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--overwrite_output_dir", action="store_true")
@@ -103,6 +117,7 @@ class DistillConfig:
     method: str = "progressive"
     steps: int = 4
     teacher_steps: Optional[int] = None
+    timesteps: Optional[Tuple[int, ...]] = None
     overwrite_output_dir: bool = False
     dataset_name: Optional[str] = None
     cache_dir: Optional[str] = None
@@ -129,14 +144,22 @@ class DistillConfig:
 
     @property
     def num_rounds(self) -> int:
-        """Progressive: one round per halving from `teacher_steps` to `steps`; consistency: one."""
-        if self.method == "consistency":
+        """Progressive: one round per halving from `teacher_steps` to `steps` (one with `timesteps`); consistency:
+        one."""
+        if self.method == "consistency" or self.timesteps is not None:
             return 1
         return int(round(math.log2(self.teacher_steps / self.steps)))
 
     def round_bounds(self) -> List[int]:
         """The optimizer step at which each round starts, and `max_train_steps` at the end."""
         return [round(k * self.max_train_steps / self.num_rounds) for k in range(self.num_rounds + 1)]
+
+
+def _timestep_list(text: str) -> Tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 299,224, got {text!r}") from None
 
 
 def parse_args(argv: Optional[List[str]] = None) -> DistillConfig:
@@ -159,7 +182,20 @@ def validate(config: DistillConfig) -> DistillConfig:
     for name in ("steps", "teacher_steps", "max_train_steps", "train_batch_size", "checkpointing_steps"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name} must be a positive integer, got {getattr(config, name)}.")
-    if config.method == "progressive":
+    if config.timesteps is not None:
+        if config.method != "progressive":
+            raise ValueError("--timesteps sets a progressive student's grid; drop it or use --method progressive.")
+        if len(config.timesteps) != config.steps:
+            raise ValueError(
+                f"--timesteps names the student's {len(config.timesteps)} steps but --steps is {config.steps}; give "
+                "one timestep per step."
+            )
+        if config.teacher_steps <= config.steps:
+            raise ValueError(
+                f"--teacher_steps {config.teacher_steps} must exceed --steps {config.steps}: each student step "
+                "replaces one or more teacher steps."
+            )
+    elif config.method == "progressive":
         ratio = config.teacher_steps / config.steps
         if ratio < 2 or ratio != 2 ** round(math.log2(ratio)):
             raise ValueError(
@@ -222,8 +258,15 @@ def load_teacher(path_or_id: str, method: str):
     return teacher
 
 
-def student_scheduler(teacher_scheduler, method: str, teacher_steps: int):
+def student_scheduler(teacher_scheduler, method: str, teacher_steps: int, timesteps=None):
     """The stock Diffusers scheduler that samples the student, with the teacher's noise schedule."""
+    if timesteps is not None:
+        # DDIM's update (eq. 12, eta = 0) is first-order DPM-Solver++ (Lu et al. 2022, section 4), and this is the
+        # stock scheduler that takes it on custom timesteps, landing on the clean image at the end (sigma 0).
+        return DPMSolverMultistepScheduler.from_config(
+            teacher_scheduler.config, algorithm_type="dpmsolver++", solver_order=1, final_sigmas_type="zero",
+            timestep_spacing="trailing", thresholding=False, use_karras_sigmas=False,
+        )  # fmt: skip
     if method == "progressive":
         # Trailing spacing: its N-step grid is every other point of its 2N-step grid (checked in `_Distiller`), and
         # it starts at the last timestep, pure noise on zero-terminal-SNR schedules. The student's x0 is a virtual
@@ -305,15 +348,15 @@ class _Run:
         return self.scheduler.config.prediction_type
 
     def grid(self, num_steps: int) -> torch.Tensor:
-        """The student scheduler's timesteps for `num_steps` (progressive: DDIM's trailing grid), computed once."""
+        """The teacher's DDIM grid (trailing spacing) of `num_steps`, computed once."""
         if num_steps not in self.grids:
-            self.scheduler.set_timesteps(num_steps)
-            self.grids[num_steps] = self.scheduler.timesteps.to(self.accelerator.device)
+            grid = teacher_grid(self.scheduler.config, num_steps)
+            self.grids[num_steps] = torch.tensor(grid, device=self.accelerator.device)
         return self.grids[num_steps]
 
     def student_steps(self) -> int:
         """The step count the current round trains for."""
-        if self.config.method == "consistency":
+        if self.config.method == "consistency" or self.config.timesteps is not None:
             return self.config.steps
         return self.config.teacher_steps // 2 ** (self.round_index + 1)
 
@@ -348,8 +391,8 @@ def _set_up(config: DistillConfig) -> _Run:
 
     threads = configure_cpu_threads(config.num_threads)
     teacher_pipe = load_teacher(config.teacher, config.method)
-    scheduler = student_scheduler(teacher_pipe.scheduler, config.method, config.teacher_steps)
-    check_grids(config, scheduler)
+    scheduler = student_scheduler(teacher_pipe.scheduler, config.method, config.teacher_steps, config.timesteps)
+    check_grids(config, teacher_pipe.scheduler)
     teacher_path = resolve_pipeline(config.teacher)
     dataset_name = config.dataset_name or _teacher_dataset(teacher_path)
     if dataset_name is None:
@@ -411,9 +454,25 @@ def _new_ema(unet, decay: float, warmup: bool, device) -> EMAModel:
     return ema
 
 
+def teacher_grid(scheduler_config, num_steps: int) -> List[int]:
+    """The teacher's `num_steps` DDIM grid (trailing spacing) on a schedule's config, noisiest first."""
+    scheduler = DDIMScheduler.from_config(scheduler_config, timestep_spacing="trailing")
+    scheduler.set_timesteps(num_steps)
+    return scheduler.timesteps.tolist()
+
+
+def teacher_spans(timesteps, grid: List[int]) -> List[Tuple[int, int]]:
+    """For each step of a student grid `timesteps` (points of the teacher's `grid`, starting at its first), the
+    positions in `grid` where it starts and where it lands (`len(grid)`: the clean image): the teacher's steps it
+    replaces."""
+    starts = [grid.index(t) for t in timesteps]
+    return list(zip(starts, starts[1:] + [len(grid)]))
+
+
 def check_grids(config: DistillConfig, scheduler) -> None:
-    """Progressive distillation needs every student grid of `scheduler` (the student's) to be every other point of
-    its teacher's grid; consistency distillation a skeleton that ends at the last timestep, where sampling starts."""
+    """Progressive distillation needs every student grid to be every other point of its teacher's DDIM grid (or, with
+    `--timesteps`, points of it from its first on); consistency distillation a skeleton that ends at the last
+    timestep, where sampling starts. `scheduler` holds the teacher's noise schedule."""
     total = scheduler.config.num_train_timesteps
     if config.method == "consistency":
         if total % config.teacher_steps:
@@ -426,14 +485,24 @@ def check_grids(config: DistillConfig, scheduler) -> None:
         return
 
     def grid(num_steps):
-        scheduler.set_timesteps(num_steps)
-        return scheduler.timesteps
+        return teacher_grid(scheduler.config, num_steps)
 
     steps = config.teacher_steps
     if steps > total:
         raise ValueError(f"--teacher_steps {steps} exceeds the teacher's {total} timesteps.")
+    if config.timesteps is not None:
+        fine = grid(steps)
+        timesteps = list(config.timesteps)
+        on_grid = all(t in fine for t in timesteps) and timesteps == sorted(set(timesteps), reverse=True)
+        if not on_grid or timesteps[0] != fine[0]:
+            raise ValueError(
+                f"--timesteps {','.join(map(str, timesteps))} must be distinct points of the teacher's "
+                f"{steps}-step DDIM grid {fine}, from the noisiest down and starting at {fine[0]} (pure noise, where "
+                "sampling starts)."
+            )
+        return
     while steps > config.steps:
-        if not torch.equal(grid(steps)[::2], grid(steps // 2)):
+        if grid(steps)[::2] != grid(steps // 2):
             raise ValueError(
                 f"DDIM's {steps // 2}-step grid is not every other point of its {steps}-step grid on this "
                 f"{total}-timestep schedule; choose --teacher_steps and --steps whose grids nest (powers of two do on "
@@ -491,6 +560,8 @@ def _start_round(run: _Run, round_index: int) -> None:
 def _progressive_loss(run: _Run, clean, noise, generator) -> torch.Tensor:
     """Salimans & Ho 2022, Algorithm 2: the student's one step from t lands where the teacher's two DDIM steps
     (t -> the grid point between -> the student's next level) land."""
+    if run.config.timesteps is not None:
+        return _grid_loss(run, clean, noise, generator)
     num_steps, total = run.student_steps(), run.scheduler.config.num_train_timesteps
     coarse, fine = run.grid(num_steps), run.grid(2 * num_steps)
     index = torch.randint(0, num_steps, (clean.shape[0],), generator=generator, device=clean.device)
@@ -502,6 +573,34 @@ def _progressive_loss(run: _Run, clean, noise, generator) -> torch.Tensor:
         halfway = ddim_step(run.teacher(noisy, t).sample, noisy, t, middle, run.levels, run.prediction_type)
         second = run.teacher(halfway, middle).sample
         there = ddim_step(second, halfway, middle, landing, run.levels, run.prediction_type)
+    target = progressive_target(noisy, there, t, landing, run.levels, run.prediction_type)
+    with run.accelerator.autocast():
+        prediction = run.student(noisy, t).sample
+    return F.mse_loss(prediction.float(), target.float())
+
+
+def _grid_loss(run: _Run, clean, noise, generator) -> torch.Tensor:
+    """Algorithm 2 on the student grid of `--timesteps`: the student's step from t lands where the teacher's steps on
+    its `--teacher_steps` grid, from t to the student's next grid point, land. Each image draws one of the teacher's
+    steps uniformly and trains the student step that replaces it, so a step that replaces three teacher steps is
+    trained three times as often as one that replaces one (with uniform grids, every step equally: Algorithm 2)."""
+    fine = run.grid(run.config.teacher_steps)
+    levels = torch.cat([fine, fine.new_tensor([-1])])  # -1: the clean image, where the last step lands
+    spans = torch.tensor(teacher_spans(run.config.timesteps, fine.tolist()), device=clean.device)
+    drawn = torch.randint(0, len(fine), (clean.shape[0],), generator=generator, device=clean.device)
+    step = (drawn[:, None] >= spans[None, :, 0]).sum(dim=1) - 1  # the student step whose span holds the drawn one
+    start, end = spans[step, 0], spans[step, 1]
+    t, landing = levels[start], levels[end]
+    alpha_t, sigma_t = run.levels(t)
+    noisy = alpha_t * clean + sigma_t * noise
+    there, position = noisy.clone(), start.clone()
+    with torch.no_grad(), run.accelerator.autocast():
+        while (active := position < end).any():  # one teacher step for every image whose span goes on
+            level, to = levels[position[active]], levels[position[active] + 1]
+            sample = there[active]
+            there[active] = ddim_step(run.teacher(sample, level).sample, sample, level, to, run.levels,
+                                      run.prediction_type)  # fmt: skip
+            position = position + active.long()
     target = progressive_target(noisy, there, t, landing, run.levels, run.prediction_type)
     with run.accelerator.autocast():
         prediction = run.student(noisy, t).sample
@@ -645,7 +744,13 @@ def _finish(run: _Run, first_step: int, seconds: float) -> None:
         if run.ema_model is not None:
             run.ema_model.copy_to(student.parameters())
         student.eval()
-        pipe = KiitDDPMPipeline(unet=student, scheduler=run.scheduler, default_num_inference_steps=config.steps)
+        timesteps = None if config.timesteps is None else list(config.timesteps)
+        pipe = KiitDDPMPipeline(
+            unet=student,
+            scheduler=run.scheduler,
+            default_num_inference_steps=config.steps,
+            default_timesteps=timesteps,
+        )
         pipe.set_progress_bar_config(disable=True)
         images = pipe(batch_size=config.num_sample_images, generator=torch.manual_seed(config.seed)).images
         method = {
@@ -661,6 +766,7 @@ def _finish(run: _Run, first_step: int, seconds: float) -> None:
                     "method",
                     "steps",
                     "teacher_steps",
+                    "timesteps",
                     "dataset_name",
                     "max_train_steps",
                     "train_batch_size",
@@ -669,10 +775,16 @@ def _finish(run: _Run, first_step: int, seconds: float) -> None:
                     "mixed_precision",
                     "seed",
                 )
+                if k != "timesteps" or config.timesteps is not None
             },  # fmt: skip
             "sample_grid": "samples.png",
             "datasets": [config.dataset_name],
-            "distilled_from": {"teacher": config.teacher, "method": method, "steps": config.steps},
+            "distilled_from": {
+                "teacher": config.teacher,
+                "method": method,
+                "steps": config.steps,
+                "timesteps": None if config.timesteps is None else list(config.timesteps),
+            },
         }
         save_pipeline_atomically(pipe, run.output_dir, card, image_grid(images))
         images_seen = (run.global_step - first_step) * config.train_batch_size * accelerator.num_processes
@@ -680,6 +792,11 @@ def _finish(run: _Run, first_step: int, seconds: float) -> None:
             "teacher": config.teacher,
             "method": config.method,
             "steps": config.steps,
+            **(
+                {}
+                if config.timesteps is None
+                else {"timesteps": list(config.timesteps), "teacher_steps": config.teacher_steps}
+            ),
             "optimizer_steps": run.global_step - first_step,
             "train_seconds": round(seconds, 2),
             "images_per_second": round(images_seen / max(seconds, 1e-9), 1),
