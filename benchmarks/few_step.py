@@ -176,7 +176,7 @@ def _measure(configs, num_samples: int, dataset: str, seed: int, device) -> list
             seconds = sorted(call_seconds(grid, 3, device))[1]
         finally:
             pipe.scheduler = own
-        calls = steps or pipe.config.get("default_num_inference_steps") or own.config.num_train_timesteps
+        calls = steps or pipe.default_inference_steps
         row = {
             "model": model,
             "sampler": sampler or type(own).__name__,

@@ -479,7 +479,8 @@ def test_a_student_on_a_grid_of_its_own_reloads_and_samples_on_it(tmp_path):
     assert calls == [39, 29, 19, 9]  # other counts: the scheduler's own trailing grid
     summary = json.loads((out / "distill_summary.json").read_text())
     assert summary["timesteps"] == [39, 29]
-    assert "--timesteps 39,29" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "--timesteps 39,29" in card and "| timesteps | 39,29 |" in card and "on the timesteps [39, 29]" in card
 
 
 def test_the_student_learns_its_teachers_last_steps_in_one(tmp_path):

@@ -123,10 +123,9 @@ def test_the_few_step_benchmark_measured_the_shipped_students_beside_the_shipped
         report = json.loads((SHIPPED_SCORES / f"{name}.json").read_text())
         assert rows[steps]["fid"] == pytest.approx(report["scores"]["fid"], abs=0.05), name
         fid[name] = {steps: row["fid"] for steps, row in rows.items()}
-    # Issue 28's 4-step target: within 10% of the teacher's 300-step FID. Its 2-step one (25%) is not met yet; the
-    # 2-step student ships because at 2 steps it beats the 4-step one by far (measured 12.5 against 34.5).
+    # Issue 28's targets: within 10% of the teacher's 300-step FID at 4 steps, within 25% at 2.
     assert fid["mnist-fast"][4] <= 1.10 * teacher["fid"]
-    assert fid["mnist-2-step"][2] < 0.5 * fid["mnist-fast"][2]
+    assert fid["mnist-2-step"][2] <= 1.25 * teacher["fid"]
 
 
 def test_the_2_step_students_chain_is_the_shipped_fast_student_and_one_more_round():
@@ -140,7 +139,11 @@ def test_the_2_step_students_chain_is_the_shipped_fast_student_and_one_more_roun
     fast, two = chain("mnist-fast"), chain("mnist-2-step")
     packaging = next(i for i, line in enumerate(fast) if "'mnist-fast'" in line)
     assert two[: packaging + 1] == fast[: packaging + 1]
-    assert two[packaging + 1].startswith("ddpm-kiit distill mnist-fast --steps 2 --teacher_steps 4 ")
+    assert two[packaging + 1].startswith(
+        "ddpm-kiit distill mnist-fast --steps 2 --teacher_steps 4 --timesteps 299,224 "
+    )
+    index = json.loads((shipped_pipeline("mnist-2-step") / "model_index.json").read_text())
+    assert index["default_timesteps"] == [299, 224]  # the grid it was distilled on, which its own call runs
     summary = json.loads((shipped_pipeline("mnist-2-step") / "distill_summary.json").read_text())
     fast_summary = json.loads((shipped_pipeline("mnist-fast") / "distill_summary.json").read_text())
     assert summary["teacher"] == "mnist-fast" and summary["teacher_distillation"] == fast_summary

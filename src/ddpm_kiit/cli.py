@@ -292,7 +292,7 @@ def _generate(args) -> str:
         swap_scheduler(pipe, args.scheduler)
     if args.fast_inference:
         pipe.enable_fast_inference()
-    steps = args.steps or pipe.config.get("default_num_inference_steps") or pipe.scheduler.config.num_train_timesteps
+    steps = args.steps or pipe.default_inference_steps
     recorder = DenoisingRecorder.evenly(steps) if args.strip else None
     images = pipe(
         **condition_kwargs(

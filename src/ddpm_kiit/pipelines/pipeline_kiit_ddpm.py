@@ -210,6 +210,12 @@ class KiitDDPMPipeline(DiffusionPipeline):
         return self
 
     @property
+    def default_inference_steps(self) -> int:
+        """The step count of a call without `num_inference_steps` or `timesteps`: a distilled student's own
+        (`default_num_inference_steps`), else every training timestep."""
+        return self.config.get("default_num_inference_steps") or self.scheduler.config.num_train_timesteps
+
+    @property
     def autocast_dtype(self) -> Optional[torch.dtype]:
         """The dtype the unet runs in under autocast (set by `enable_fast_inference`), or `None` for no autocast."""
         return self._autocast_dtype
@@ -512,9 +518,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
                     'pipe.scheduler.config, solver_order=1, final_sigmas_type="zero")` (DDIM\'s update).'
                 )
         if num_inference_steps is None and custom_timesteps is None:
-            num_inference_steps = self.config.get("default_num_inference_steps")
-        if num_inference_steps is None and custom_timesteps is None:
-            num_inference_steps = total
+            num_inference_steps = self.default_inference_steps
         default = self.config.get("default_timesteps")
         if default is not None and num_inference_steps == len(default):
             if takes_custom_timesteps(self.scheduler):

@@ -6,11 +6,8 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
-from diffusers.utils import logging
 
-from .pipeline_kiit_ddpm import ClassifierFreeGuidance, KiitDDPMPipeline, check_guidance_scale
-
-logger = logging.get_logger(__name__)
+from .pipeline_kiit_ddpm import ClassifierFreeGuidance, KiitDDPMPipeline, check_guidance_scale, logger
 
 # The scale with the best prompt fidelity in the measured sweep of the shipped emoji-text model (docs/conditioning.md,
 # benchmarks/text_guidance.py).

@@ -761,7 +761,7 @@ def _finish(run: _Run, first_step: int, seconds: float) -> None:
             "training_command": f"```bash\n{_card_command(config)}\n```",
             "repo_id_or_path": str(run.output_dir),
             "hyperparameters": {
-                k: getattr(config, k)
+                k: ",".join(map(str, config.timesteps)) if k == "timesteps" else getattr(config, k)
                 for k in (
                     "method",
                     "steps",

@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 
 
@@ -27,6 +28,9 @@ def native_bf16(device_type: str) -> bool:
         getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
         or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
     )
+
+
+logger = logging.get_logger(__name__)
 
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -62,6 +66,29 @@ class ClassifierFreeGuidance:
         return torch.cat([guided, conditional[:, channels:]], dim=1)
 
 
+def check_timestep_list(timesteps, num_train_timesteps: int, name: str = "timesteps") -> List[int]:
+    """`timesteps` as a list of distinct integers in [0, `num_train_timesteps`), noisiest first; else a clear error."""
+    values = timesteps.tolist() if torch.is_tensor(timesteps) else timesteps
+    if (
+        not isinstance(values, (list, tuple))
+        or not values
+        or any(isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < num_train_timesteps for t in values)
+        or any(a <= b for a, b in zip(values, values[1:]))
+    ):
+        raise ValueError(
+            f"`{name}` must be a non-empty list of integers in [0, {num_train_timesteps - 1}] in decreasing order "
+            f"(the noisiest first, e.g. [{num_train_timesteps - 1}, {num_train_timesteps * 3 // 4 - 1}]), got "
+            f"{timesteps!r}."
+        )
+    return list(values)
+
+
+def takes_custom_timesteps(scheduler) -> bool:
+    """Whether `scheduler.set_timesteps` takes a `timesteps` list (DPMSolverMultistepScheduler, DDPMScheduler, LCM,
+    TCD, ...; not DDIMScheduler)."""
+    return "timesteps" in inspect.signature(scheduler.set_timesteps).parameters
+
+
 def check_guidance_scale(guidance_scale) -> float:
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
         raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}.")
@@ -90,14 +117,34 @@ class KiitDDPMPipeline(DiffusionPipeline):
         default_num_inference_steps (`int`, *optional*): The step count a call without `num_inference_steps` runs
             (saved in `model_index.json`). `None`, the default, runs every training timestep; a distilled student
             ([`ddpm_kiit.training.distill`]) names the few steps it was trained for.
+        default_timesteps (`List[int]`, *optional*): The grid a student distilled on a grid of its own (`ddpm-kiit
+            distill --timesteps`) was trained for, noisiest first (saved in `model_index.json`): a call for
+            `len(default_timesteps)` steps, or for none, runs on it, where the scheduler takes custom timesteps.
     """
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["latents", "pred_original_sample", "model_output"]
 
-    def __init__(self, unet, scheduler, default_num_inference_steps: Optional[int] = None):
+    def __init__(
+        self,
+        unet,
+        scheduler,
+        default_num_inference_steps: Optional[int] = None,
+        default_timesteps: Optional[List[int]] = None,
+    ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+        if default_timesteps is not None:
+            default_timesteps = check_timestep_list(
+                default_timesteps, scheduler.config.num_train_timesteps, "default_timesteps"
+            )
+            if default_num_inference_steps not in (None, len(default_timesteps)):
+                raise ValueError(
+                    f"`default_num_inference_steps`={default_num_inference_steps} disagrees with the "
+                    f"{len(default_timesteps)} `default_timesteps` {default_timesteps}; pass one of them."
+                )
+            default_num_inference_steps = len(default_timesteps)
+            self.register_to_config(default_timesteps=default_timesteps)
         if default_num_inference_steps is not None:
             steps = default_num_inference_steps
             if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -146,6 +193,12 @@ class KiitDDPMPipeline(DiffusionPipeline):
         if compile:
             self.unet.compile()
         return self
+
+    @property
+    def default_inference_steps(self) -> int:
+        """The step count of a call without `num_inference_steps` or `timesteps`: a distilled student's own
+        (`default_num_inference_steps`), else every training timestep."""
+        return self.config.get("default_num_inference_steps") or self.scheduler.config.num_train_timesteps
 
     @property
     def autocast_dtype(self) -> Optional[torch.dtype]:
@@ -225,6 +278,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
         start_timestep: Optional[int] = None,
         class_labels: Optional[Union[int, List[int], torch.Tensor]] = None,
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        timesteps: Optional[List[int]] = None,
     ) -> Union[ImagePipelineOutput, Tuple]:
         r"""
         Generates images from pure noise, or takes `image` back from level `start_timestep` of the forward process.
@@ -254,6 +308,9 @@ class KiitDDPMPipeline(DiffusionPipeline):
                 (`num_class_embeds`): one class for every image or one per image. `None` samples without a class.
             guidance_scale (`float`, defaults to 1.5): Classifier-free guidance with `class_labels`
                 ([`ClassifierFreeGuidance`]): 1 is the conditional model alone, larger follows the class more closely.
+            timesteps (`List[int]`, *optional*): Custom timesteps to denoise on, noisiest first, instead of
+                `num_inference_steps`; for schedulers whose `set_timesteps` takes them (e.g.
+                `DPMSolverMultistepScheduler`). `None` uses the pipeline's `default_timesteps` where it has them.
 
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
@@ -271,6 +328,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
             image,
             start_timestep,
             guidance,
+            timesteps,
         )
 
     def _sample_shape(self) -> Tuple[int, int]:
@@ -316,6 +374,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
         image: Optional[torch.Tensor],
         start_timestep: Optional[int],
         guidance: ClassifierFreeGuidance,
+        custom_timesteps: Optional[List[int]] = None,
     ):
         """Sampling proper, for every conditioning: start, denoise, convert."""
         shape = (batch_size, self.unet.config.in_channels, *self._sample_shape())
@@ -326,7 +385,7 @@ class KiitDDPMPipeline(DiffusionPipeline):
         step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         device = self._execution_device
 
-        timesteps = self.get_timesteps(num_inference_steps, device, start_timestep)
+        timesteps = self.get_timesteps(num_inference_steps, device, start_timestep, custom_timesteps)
         latents = self.prepare_latents(
             shape, generator, device, self.unet.dtype, image=image, timestep=None if image is None else timesteps[0]
         )
@@ -346,16 +405,45 @@ class KiitDDPMPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
     def get_timesteps(
-        self, num_inference_steps: Optional[int], device, start_timestep: Optional[int] = None
+        self,
+        num_inference_steps: Optional[int],
+        device,
+        start_timestep: Optional[int] = None,
+        custom_timesteps: Optional[List[int]] = None,
     ) -> torch.Tensor:
-        """Sets the scheduler's chain of `num_inference_steps` (`None`: the pipeline's default) and returns the part
-        to run: all of it, or from the largest timestep not above `start_timestep`. Schedulers that count their steps
-        (`set_begin_index`) are told where the cut chain begins."""
-        if num_inference_steps is None:
-            num_inference_steps = self.config.get("default_num_inference_steps")
-        if num_inference_steps is None:
-            num_inference_steps = self.scheduler.config.num_train_timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        """Sets the scheduler's chain of `num_inference_steps` (`None`: the pipeline's default), or of
+        `custom_timesteps`, and returns the part to run: all of it, or from the largest timestep not above
+        `start_timestep`. Schedulers that count their steps (`set_begin_index`) are told where the cut chain
+        begins."""
+        name, total = type(self.scheduler).__name__, self.scheduler.config.num_train_timesteps
+        if custom_timesteps is not None:
+            if num_inference_steps is not None:
+                raise ValueError("Pass `num_inference_steps` or `timesteps`, not both.")
+            custom_timesteps = check_timestep_list(custom_timesteps, total)
+            if not takes_custom_timesteps(self.scheduler):
+                raise ValueError(
+                    f"{name}.set_timesteps takes no custom `timesteps`; pass `num_inference_steps` instead, or swap "
+                    "in a scheduler that takes them, e.g. `pipe.scheduler = DPMSolverMultistepScheduler.from_config("
+                    'pipe.scheduler.config, solver_order=1, final_sigmas_type="zero")` (DDIM\'s update).'
+                )
+        if num_inference_steps is None and custom_timesteps is None:
+            num_inference_steps = self.default_inference_steps
+        default = self.config.get("default_timesteps")
+        if default is not None and num_inference_steps == len(default):
+            if takes_custom_timesteps(self.scheduler):
+                custom_timesteps = list(default)
+            else:
+                logger.warning(
+                    f"This pipeline was distilled for the grid {list(default)}, which {name} cannot follow (its "
+                    f"set_timesteps takes no custom timesteps); it samples on its own {num_inference_steps}-step "
+                    "grid, which may draw worse images. Swap in `DPMSolverMultistepScheduler.from_config("
+                    'pipe.scheduler.config, solver_order=1, final_sigmas_type="zero")` to follow it.'
+                )
+        if custom_timesteps is not None:
+            self.scheduler.set_timesteps(timesteps=custom_timesteps, device=device)
+            num_inference_steps = len(custom_timesteps)
+        else:
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
         self._check_timesteps(num_inference_steps)
         timesteps = self.scheduler.timesteps
         if start_timestep is None:
