@@ -268,7 +268,7 @@ def student_scheduler(teacher_scheduler, method: str, teacher_steps: int, timest
             timestep_spacing="trailing", thresholding=False, use_karras_sigmas=False,
         )  # fmt: skip
     if method == "progressive":
-        # Trailing spacing: its N-step grid is every other point of its 2N-step grid (checked in `_Distiller`), and
+        # Trailing spacing: its N-step grid is every other point of its 2N-step grid (checked in `check_grids`), and
         # it starts at the last timestep, pure noise on zero-terminal-SNR schedules. The student's x0 is a virtual
         # one that lands the step where the teacher's two steps land, so it must not be clipped.
         return DDIMScheduler.from_config(
