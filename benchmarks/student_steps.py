@@ -116,18 +116,17 @@ def main(argv=None):
             num_samples, dataset = 20, "mnist"
         else:
             student_path, num_samples, dataset = args.student, args.num_samples, args.dataset
-            summary_file = Path(student_path) / "distill_summary.json"
-            if not summary_file.is_file():
+            teacher_name = args.teacher
+            if not (Path(student_path) / "distill_summary.json").is_file():
                 parser.error(f"{student_path} has no distill_summary.json; pass a folder `ddpm-kiit distill` wrote")
-            summary = json.loads(summary_file.read_text())
-            if summary["method"] != "progressive":
-                parser.error(f"{student_path} is a {summary['method']} student; this takes progressive ones")
-            teacher_name = args.teacher or summary["teacher"]
+        # What it learned (its default may differ, like mnist-fast's): the grid its hybrids are built on.
+        trained = json.loads((Path(student_path) / "distill_summary.json").read_text())
+        if trained["method"] != "progressive":
+            parser.error(f"{student_path} is a {trained['method']} student; this takes progressive ones")
+        teacher_name = teacher_name or trained["teacher"]
         student = KiitDDPMPipeline.from_pretrained(student_path)
         teacher = KiitDDPMPipeline.from_pretrained(resolve_pipeline(teacher_name))
         steps = student.config.get("default_num_inference_steps")
-        # What it learned (its default may differ, like mnist-fast's): the grid its hybrids are built on.
-        trained = json.loads((Path(student_path) / "distill_summary.json").read_text())
         scheduler = student.scheduler
         levels = _NoiseLevels(scheduler.alphas_cumprod, "cpu")
         nets = {"student": student.unet.eval(), "teacher": teacher.unet.eval()}

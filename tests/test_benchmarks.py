@@ -104,3 +104,18 @@ def test_student_steps_swaps_one_student_step_for_the_teachers_two_on_ddims_grid
         "student at step 1 (t = 299), teacher elsewhere": [("student", 299, 149), *teacher_pairs[2:]],
         "student at step 2 (t = 149), teacher elsewhere": [*teacher_pairs[:2], ("student", 149, -1)],
     }
+
+
+def test_student_steps_swaps_a_grid_students_step_for_the_teacher_steps_it_replaced():
+    from ddpm_kiit import KiitDDPMScheduler
+
+    plans = runpy.run_path(str(BENCHMARKS / "student_steps.py"))["plans"]
+    teacher = KiitDDPMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    result = plans(teacher, 2, timesteps=[299, 224], teacher_steps=4)
+    teacher_steps = [("teacher", 299, 224), ("teacher", 224, 149), ("teacher", 149, 74), ("teacher", 74, -1)]
+    assert result == {
+        "teacher, 4 steps": teacher_steps,
+        "student, 2 steps": [("student", 299, 224), ("student", 224, -1)],
+        "student at step 1 (t = 299), teacher elsewhere": [("student", 299, 224), *teacher_steps[1:]],
+        "student at step 2 (t = 224), teacher elsewhere": [teacher_steps[0], ("student", 224, -1)],
+    }

@@ -247,8 +247,13 @@ class KiitDDPMPipeline(DiffusionPipeline):
             with open(index_path) as f:
                 index = json.load(f)
             for component, entry in index.items():
-                is_component = isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry)
-                if component.startswith("_") or not is_component:  # a setting, such as `default_timesteps`
+                # A component is a (library, class) pair; settings such as `default_timesteps` hold other values.
+                if (
+                    component.startswith("_")
+                    or not isinstance(entry, list)
+                    or not entry
+                    or not isinstance(entry[0], str)
+                ):
                     continue
                 library = str(entry[0]).split(".")[0]
                 if not is_generated_entry(entry) and library not in cls.allowed_component_libraries:

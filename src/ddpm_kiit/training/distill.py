@@ -342,6 +342,7 @@ class _Run:
     global_step: int = 0
     round_index: int = 0
     grids: dict = dataclasses.field(default_factory=dict)
+    plan: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # `grid_plan`, once computed
 
     @property
     def prediction_type(self) -> str:
@@ -353,6 +354,15 @@ class _Run:
             grid = teacher_grid(self.scheduler.config, num_steps)
             self.grids[num_steps] = torch.tensor(grid, device=self.accelerator.device)
         return self.grids[num_steps]
+
+    def grid_plan(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """`--timesteps`: the teacher's levels (its grid and -1, the clean image) and each student step's span of
+        them (`teacher_spans`), computed once."""
+        if self.plan is None:
+            fine = self.grid(self.config.teacher_steps)
+            spans = teacher_spans(self.config.timesteps, fine.tolist())
+            self.plan = (torch.cat([fine, fine.new_tensor([-1])]), fine.new_tensor(spans))
+        return self.plan
 
     def student_steps(self) -> int:
         """The step count the current round trains for."""
@@ -583,11 +593,10 @@ def _grid_loss(run: _Run, clean, noise, generator) -> torch.Tensor:
     """Algorithm 2 on the student grid of `--timesteps`: the student's step from t lands where the teacher's steps on
     its `--teacher_steps` grid, from t to the student's next grid point, land. Each image draws one of the teacher's
     steps uniformly and trains the student step that replaces it, so a step that replaces three teacher steps is
-    trained three times as often as one that replaces one (with uniform grids, every step equally: Algorithm 2)."""
-    fine = run.grid(run.config.teacher_steps)
-    levels = torch.cat([fine, fine.new_tensor([-1])])  # -1: the clean image, where the last step lands
-    spans = torch.tensor(teacher_spans(run.config.timesteps, fine.tolist()), device=clean.device)
-    drawn = torch.randint(0, len(fine), (clean.shape[0],), generator=generator, device=clean.device)
+    trained three times as often as one that replaces one (with uniform grids, every step equally: Algorithm 2). The
+    uniform rounds keep `_progressive_loss`, whose draw over student steps the shipped students' commands reproduce."""
+    levels, spans = run.grid_plan()
+    drawn = torch.randint(0, len(levels) - 1, (clean.shape[0],), generator=generator, device=clean.device)
     step = (drawn[:, None] >= spans[None, :, 0]).sum(dim=1) - 1  # the student step whose span holds the drawn one
     start, end = spans[step, 0], spans[step, 1]
     t, landing = levels[start], levels[end]
@@ -783,7 +792,7 @@ def _finish(run: _Run, first_step: int, seconds: float) -> None:
                 "teacher": config.teacher,
                 "method": method,
                 "steps": config.steps,
-                "timesteps": None if config.timesteps is None else list(config.timesteps),
+                "timesteps": timesteps,
             },
         }
         save_pipeline_atomically(pipe, run.output_dir, card, image_grid(images))
@@ -792,11 +801,7 @@ def _finish(run: _Run, first_step: int, seconds: float) -> None:
             "teacher": config.teacher,
             "method": config.method,
             "steps": config.steps,
-            **(
-                {}
-                if config.timesteps is None
-                else {"timesteps": list(config.timesteps), "teacher_steps": config.teacher_steps}
-            ),
+            **({} if timesteps is None else {"timesteps": timesteps, "teacher_steps": config.teacher_steps}),
             "optimizer_steps": run.global_step - first_step,
             "train_seconds": round(seconds, 2),
             "images_per_second": round(images_seen / max(seconds, 1e-9), 1),
