@@ -68,6 +68,12 @@ def _add_model_flags(model) -> None:
         help="One of the talk's models (simple, self_attention, cbam) or the improved one; --model_config overrides.",
     )
     model.add_argument("--model_config", default=None, help="JSON string or file of SimpleUNet2DModel overrides.")
+    model.add_argument(
+        "--pretrained_model_name_or_path",
+        default=None,
+        help="Fine-tune: start from the unet of this pipeline (a folder, a Hub id or a shipped name such as mnist) "
+        "instead of a new one. Its config is the model's, so --model_variant and --model_config do not apply.",
+    )
     model.add_argument("--channels_last", action="store_true", help="Use the channels_last memory format.")
     model.add_argument(
         "--scheduler",
@@ -264,6 +270,7 @@ class TrainingConfig:
     class_column: Optional[str] = None
     caption_column: Optional[str] = None
     text_encoder_name_or_path: Optional[str] = None
+    pretrained_model_name_or_path: Optional[str] = None
 
     @classmethod
     def from_namespace(cls, namespace: argparse.Namespace) -> "TrainingConfig":
@@ -293,7 +300,10 @@ def as_config(args: Union[TrainingConfig, argparse.Namespace]) -> TrainingConfig
 
 
 def load_model_config(args) -> dict:
-    """The `SimpleUNet2DModel` config a run trains, before the data decides `in_channels`."""
+    """The `SimpleUNet2DModel` config a run trains, before the data decides `in_channels` (a fine-tuned pipeline's
+    unet config is complete: its channels and sample size are the weights')."""
+    if getattr(args, "pretrained_model_name_or_path", None) is not None:
+        return pretrained_unet_config(args.pretrained_model_name_or_path)
     if args.model_variant is not None:
         config = dict(MODEL_VARIANTS[args.model_variant])
     else:
@@ -318,6 +328,21 @@ def load_model_config(args) -> dict:
         config.update(overrides)
     config["sample_size"] = args.resolution
     return config
+
+
+def pretrained_unet_config(path_or_name: str) -> dict:
+    """The init arguments of a saved pipeline's `SimpleUNet2DModel`, read from its `unet/config.json`."""
+    from ..pretrained import resolve_pipeline
+
+    resolved = resolve_pipeline(path_or_name)
+    if Path(resolved).exists() and not (Path(resolved) / "unet" / "config.json").is_file():
+        raise ValueError(
+            f"--pretrained_model_name_or_path {path_or_name!r} is not a saved pipeline with a unet (no "
+            "unet/config.json in it); pass a folder that `examples/train.py` wrote, a Hub id, or a shipped name."
+        )
+    config = SimpleUNet2DModel.load_config(resolved, subfolder="unet")
+    valid = set(inspect.signature(SimpleUNet2DModel.__init__).parameters) - {"self"}
+    return {key: value for key, value in config.items() if key in valid}
 
 
 def _check_writable(folder: Path):
@@ -355,6 +380,8 @@ def validate_args(args: Union[TrainingConfig, argparse.Namespace]) -> TrainingCo
     if args.conditioning == "text" and args.eval_steps:
         raise ValueError("--eval_steps scores unconditional samples; a text model has none. Leave --eval_steps off.")
     _check_processes_and_tools(args)
+    if args.pretrained_model_name_or_path is not None:
+        _check_pretrained(args)
     _check_resolution(args)
     _check_output_dir(args)
     if args.mixed_precision is None:
@@ -450,6 +477,53 @@ def _check_processes_and_tools(args: TrainingConfig) -> None:
 
         if importlib.util.find_spec("tensorboard") is None:
             raise ValueError("--logger tensorboard needs `pip install tensorboard` (or pass --logger none).")
+
+
+def _check_pretrained(args: TrainingConfig) -> None:
+    """A fine-tuned pipeline keeps its unet and its noise process: flags that would change either are refused."""
+    from ..schedulers import KiitDDPMScheduler
+
+    name = args.pretrained_model_name_or_path
+    if args.model_variant is not None or args.model_config is not None:
+        raise ValueError(
+            f"--pretrained_model_name_or_path {name!r} fine-tunes that pipeline's unet as it is; drop --model_variant "
+            "and --model_config (start a new model with them instead)."
+        )
+    unet = pretrained_unet_config(name)
+    wanted = {"none": None, "class": "num_class_embeds", "text": "cross_attention_dim"}[args.conditioning]
+    has = [key for key in ("num_class_embeds", "cross_attention_dim") if unet.get(key)]
+    if args.conditioning == "text" or has != ([wanted] if wanted else []):
+        kind = {"num_class_embeds": "a class-conditional", "cross_attention_dim": "a text-conditional"}
+        raise ValueError(
+            f"--pretrained_model_name_or_path {name!r} has {kind[has[0]] if has else 'an unconditional'} unet and "
+            f"--conditioning is {args.conditioning}; fine-tuning keeps the conditioning (text-conditional "
+            "fine-tuning, which would need the pipeline's text encoder, is not supported yet)."
+        )
+    if args.resolution != unet["sample_size"]:
+        raise ValueError(
+            f"--resolution {args.resolution} differs from the pretrained unet's sample_size {unet['sample_size']}; "
+            f"pass --resolution {unet['sample_size']}."
+        )
+    from ..pretrained import resolve_pipeline
+
+    scheduler = KiitDDPMScheduler.load_config(resolve_pipeline(name), subfolder="scheduler")
+    ours = {
+        "num_train_timesteps": ("--ddpm_num_steps", args.ddpm_num_steps),
+        "beta_schedule": ("--ddpm_beta_schedule", args.ddpm_beta_schedule),
+        "prediction_type": ("--prediction_type", args.prediction_type),
+        "rescale_betas_zero_snr": ("--rescale_betas_zero_snr", args.rescale_betas_zero_snr),
+    }
+    differing = [
+        f"{flag} {value} (the pipeline's {key} is {scheduler.get(key)})"
+        for key, (flag, value) in ours.items()
+        if scheduler.get(key) != value
+    ]
+    if args.scheduler != "kiit" or differing:
+        raise ValueError(
+            f"--pretrained_model_name_or_path {name!r} was trained on another noise process than this run's: "
+            f"{'; '.join(differing) or f'--scheduler {args.scheduler}'}. Fine-tuning keeps the pipeline's process; "
+            "set these flags to its values."
+        )
 
 
 def _check_resolution(args: TrainingConfig) -> None:

@@ -175,6 +175,8 @@ def _export_pipeline(unet, scheduler, config: TrainingConfig, output_dir: Path, 
             "seed",
         )
     }
+    if config.pretrained_model_name_or_path is not None:
+        hyperparameters = {"pretrained_model_name_or_path": config.pretrained_model_name_or_path, **hyperparameters}
     card = {
         "training_command": f"```bash\n{command}\n```",
         "repo_id_or_path": config.hub_model_id or str(output_dir),
@@ -348,13 +350,26 @@ def _load_images(config: TrainingConfig, accelerator) -> tuple:
 
 
 def _build_unet(config: TrainingConfig, model_config: dict, accelerator) -> torch.nn.Module:
-    unet = SimpleUNet2DModel(**model_config)
+    if config.pretrained_model_name_or_path is not None:
+        unet = load_pretrained_unet(config.pretrained_model_name_or_path)
+    else:
+        unet = SimpleUNet2DModel(**model_config)
     if accelerator.num_processes > 1 and unet.config.norm_type == "batch" and accelerator.device.type == "cuda":
         # BatchNorm under DDP: synchronise statistics across GPUs. SyncBatchNorm has no CPU kernel, so on CPU each
         # process normalises its own batch and DDP broadcasts rank 0's running statistics (documented in the docs).
         unet = torch.nn.SyncBatchNorm.convert_sync_batchnorm(unet)
     if config.channels_last:
         unet = unet.to(memory_format=torch.channels_last)
+    return unet
+
+
+def load_pretrained_unet(path_or_name: str) -> SimpleUNet2DModel:
+    """A saved pipeline's unet in float32 (from its fp16 variant where that is what the folder holds), to fine-tune.
+    The training images are converted to its channels, as to any model's."""
+    from ..pipelines import KiitDDPMPipeline
+    from ..pretrained import resolve_pipeline
+
+    unet = KiitDDPMPipeline.from_pretrained(resolve_pipeline(path_or_name)).unet
     return unet
 
 
