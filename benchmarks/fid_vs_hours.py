@@ -1,7 +1,7 @@
 """FID against training hours: where does a long run's curve flatten?
 
     python benchmarks/fid_vs_hours.py RUN_DIR [--dataset mnist-full] [--num-samples 2000] [--features classifier]
-        [--scheduler dpm-solver++-sde] [--steps 20] [--out JSON] [--plot PNG] [--quick]
+        [--scheduler dpm-solver++-sde] [--steps 20] [--continues JSON] [--out JSON] [--plot PNG] [--quick]
 
 RUN_DIR is the output folder of a finished `examples/train.py` run that kept its checkpoints
 (`--checkpoints_total_limit` at least `max_train_steps / checkpointing_steps`). Each `checkpoint-<step>` holds the EMA
@@ -10,8 +10,11 @@ weights of that step (`unet_ema/`); this script puts them into the run's pipelin
 final pipeline (same samples' seed, same reference, same floor). Hours are the step count at the run's own measured
 speed (`train_summary.json`: steps and training seconds of its last piece), so a run resumed in pieces on machines of
 one kind reads right. Writes the JSON (`--out`) and a plot of FID against hours beside the real-vs-real floor and the
-1.5x-floor target (`--plot`). `--quick` trains a tiny run with three checkpoints and scores a handful of samples (the
-smoke test; it writes nothing).
+1.5x-floor target (`--plot`). A run that fine-tuned an earlier run's pipeline (`--pretrained_model_name_or_path`)
+continues that run's curve: `--continues EARLIER_JSON` (this script's output for the earlier run, scored the same
+way) puts the earlier points first and counts this run's hours from the earlier run's last, so the plot shows the
+whole chain and where each piece began. `--quick` trains a tiny run with three checkpoints and scores a handful of
+samples (the smoke test; it writes nothing).
 """
 
 import argparse
@@ -87,6 +90,25 @@ def measure(run_dir: Path, args) -> dict:
     }
 
 
+def continue_from(earlier: dict, results: dict) -> dict:
+    """`results` as the second piece of a chain whose first piece is `earlier` (both scored alike)."""
+    for key in ("dataset", "num_samples", "features", "scheduler", "steps"):
+        if earlier[key] != results[key]:
+            raise ValueError(
+                f"--continues: the earlier run was scored with {key} = {earlier[key]!r}, this one with "
+                f"{results[key]!r}; score both alike (the same flags) so that their points share one curve."
+            )
+    pieces = earlier.get("pieces") or [{"run": earlier["run"], "points": len(earlier["points"])}]
+    last = earlier["points"][-1]
+    points = [dict(p, piece=p.get("piece", 0)) for p in earlier["points"]]
+    for point in results["points"]:
+        points.append(
+            dict(point, step=last["step"] + point["step"], hours=last["hours"] + point["hours"], piece=len(pieces))
+        )
+    pieces = [*pieces, {"run": results["run"], "points": len(results["points"])}]
+    return {**results, "points": points, "pieces": pieces}
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -96,14 +118,22 @@ def plot(results: dict, path: Path) -> None:
     points = results["points"]
     floor = results["floor"]["fid"]
     figure, axis = plt.subplots(figsize=(6, 3.6))
-    axis.plot([p["hours"] for p in points], [p["fid"] for p in points], marker="o", label="EMA weights")
+    pieces = results.get("pieces") or [{"run": results["run"]}]
+    for index, piece in enumerate(pieces):
+        # Each piece's line starts at the previous piece's last point, the weights it started from.
+        own = [p for p in points if p.get("piece", 0) == index]
+        earlier = [p for p in points if p.get("piece", 0) == index - 1][-1:]
+        label = "EMA weights" if len(pieces) == 1 else f"EMA weights, {Path(piece['run']).name}"
+        line = earlier + own
+        axis.plot([p["hours"] for p in line], [p["fid"] for p in line], marker="o", label=label)
     axis.axhline(floor, color="grey", linestyle="--", label=f"real vs real ({floor:.2f})")
     axis.axhline(TARGET_RATIO * floor, color="C2", linestyle=":", label=f"target, {TARGET_RATIO}x floor")
     axis.set_yscale("log")
     axis.set(
         xlabel="training hours (this run's measured speed)",
         ylabel=f"FID, n = {results['num_samples']} (log scale)",
-        title=f"{Path(results['run']).name}: {results['scheduler']}, {results['steps'] or 'all'} steps",
+        title=f"{' + '.join(Path(p['run']).name for p in pieces)}: {results['scheduler']}, "
+        f"{results['steps'] or 'all'} steps",
     )
     axis.legend(fontsize="small")
     figure.tight_layout()
@@ -120,6 +150,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-fast-inference", dest="fast_inference", action="store_false")
+    parser.add_argument(
+        "--continues", default=None, help="This script's JSON for the run that this run fine-tuned (see above)."
+    )
     parser.add_argument("--out", default=None, help="The JSON to write (default: print only).")
     parser.add_argument("--plot", default=None, help="The plot to write.")
     parser.add_argument("--quick", action="store_true")
@@ -132,7 +165,10 @@ def main(argv=None):
             args.dataset, args.num_samples, args.steps, args.out, args.plot = "mnist", 20, 2, None, None
         if args.run_dir is None:
             parser.error("name a training run's output folder (or pass --quick)")
+        earlier = json.loads(Path(args.continues).read_text()) if args.continues else None
         results = measure(Path(args.run_dir), args)
+    if earlier is not None:
+        results = continue_from(earlier, results)
     results["machine"] = machine(torch.device("cpu"))
     results["command"] = " ".join(["python benchmarks/fid_vs_hours.py", *(sys.argv[1:] if argv is None else argv)])
     if args.out:

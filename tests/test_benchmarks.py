@@ -119,3 +119,23 @@ def test_student_steps_swaps_a_grid_students_step_for_the_teacher_steps_it_repla
         "student at step 1 (t = 299), teacher elsewhere": [("student", 299, 224), *teacher_steps[1:]],
         "student at step 2 (t = 224), teacher elsewhere": [teacher_steps[0], ("student", 224, -1)],
     }
+
+
+def test_fid_vs_hours_continues_an_earlier_pieces_curve(tmp_path):
+    script = runpy.run_path(str(BENCHMARKS / "fid_vs_hours.py"))
+    scoring = {"dataset": "mnist-full", "num_samples": 2000, "features": "classifier", "steps": 20}
+    scoring["scheduler"] = "DPMSolverMultistepScheduler"
+    earlier = {**scoring, "run": "/r/first", "points": [{"step": 100, "hours": 0.5, "fid": 9.0}]}
+    later = {**scoring, "run": "/r/second", "points": [{"step": 50, "hours": 0.25, "fid": 8.0}, {"step": 100,
+             "hours": 0.5, "fid": 7.0}], "floor": {"fid": 4.0}}  # fmt: skip
+    chained = script["continue_from"](earlier, later)
+    assert [(p["step"], p["hours"], p["fid"], p["piece"]) for p in chained["points"]] == [
+        (100, 0.5, 9.0, 0), (150, 0.75, 8.0, 1), (200, 1.0, 7.0, 1)
+    ]  # fmt: skip
+    assert chained["pieces"] == [{"run": "/r/first", "points": 1}, {"run": "/r/second", "points": 2}]
+    third = script["continue_from"](chained, {**later, "run": "/r/third"})  # a chain of three pieces
+    assert [p["piece"] for p in third["points"]] == [0, 1, 1, 2, 2] and third["points"][-1]["hours"] == 1.5
+    script["plot"](third, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="the earlier run was scored with steps = 20, this one with 50"):
+        script["continue_from"](earlier, {**later, "steps": 50})
