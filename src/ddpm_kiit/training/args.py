@@ -321,7 +321,7 @@ def load_model_config(args) -> dict:
             ) from error
         if not isinstance(overrides, dict):
             raise ValueError(f"--model_config must be a JSON object, got {type(overrides).__name__}.")
-        valid = set(inspect.signature(SimpleUNet2DModel.__init__).parameters) - {"self"}
+        valid = _unet_init_keys()
         unknown = sorted(set(overrides) - valid)
         if unknown:
             raise ValueError(f"--model_config: unknown keys {unknown}; valid keys are {sorted(valid)}.")
@@ -341,8 +341,12 @@ def pretrained_unet_config(path_or_name: str) -> dict:
             "unet/config.json in it); pass a folder that `examples/train.py` wrote, a Hub id, or a shipped name."
         )
     config = SimpleUNet2DModel.load_config(resolved, subfolder="unet")
-    valid = set(inspect.signature(SimpleUNet2DModel.__init__).parameters) - {"self"}
-    return {key: value for key, value in config.items() if key in valid}
+    return {key: value for key, value in config.items() if key in _unet_init_keys()}
+
+
+def _unet_init_keys() -> set:
+    """The keys a `SimpleUNet2DModel` config may hold: its `__init__` arguments."""
+    return set(inspect.signature(SimpleUNet2DModel.__init__).parameters) - {"self"}
 
 
 def _check_writable(folder: Path):

@@ -369,8 +369,7 @@ def load_pretrained_unet(path_or_name: str) -> SimpleUNet2DModel:
     from ..pipelines import KiitDDPMPipeline
     from ..pretrained import resolve_pipeline
 
-    unet = KiitDDPMPipeline.from_pretrained(resolve_pipeline(path_or_name)).unet
-    return unet
+    return KiitDDPMPipeline.from_pretrained(resolve_pipeline(path_or_name)).unet
 
 
 def _build_ema(config: TrainingConfig, unet, device):
