@@ -3,6 +3,7 @@
 python benchmarks/gpu_pack.py best RESULTS.json       # prints the best scored MNIST row of the improved backbone
 python benchmarks/gpu_pack.py fp16 PIPELINE_DIR ...   # strips checkpoints, stores each unet in fp16
 python benchmarks/gpu_pack.py fp32 PIPELINE_DIR ...   # back here: restores fp32 unet weights from the fp16 file
+python benchmarks/gpu_pack.py ema16 CHECKPOINT_DIR ... # keeps only a checkpoint's EMA unet (unet_ema/), in fp16
 """
 
 import json
@@ -39,10 +40,20 @@ def to_fp32(folder: Path):
     half.unlink()
 
 
+def ema_to_fp16(checkpoint: Path):
+    """What benchmarks/fid_vs_hours.py reads of a checkpoint, at half the bytes: its EMA unet's config and weights.
+    The optimizer, the live weights and the RNG states stay behind, so the checkpoint cannot be resumed from."""
+    for item in checkpoint.iterdir():
+        if item.name != "unet_ema":
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    weights = checkpoint / "unet_ema" / WEIGHTS
+    save_file({k: v.half() for k, v in load_file(str(weights)).items()}, str(weights))
+
+
 if __name__ == "__main__":
     command, *paths = sys.argv[1:]
     if command == "best":
         print(best_mnist_row(paths[0]))
     else:
         for path in paths:
-            {"fp16": to_fp16, "fp32": to_fp32}[command](Path(path))
+            {"fp16": to_fp16, "fp32": to_fp32, "ema16": ema_to_fp16}[command](Path(path))
