@@ -30,7 +30,7 @@ from ddpm_kiit import KiitDDPMPipeline
 from ddpm_kiit.evaluation import evaluate_pipeline
 from ddpm_kiit.evaluation.evaluate import EvaluationCache
 from ddpm_kiit.pretrained import resolve_pipeline
-from ddpm_kiit.sampling import swap_scheduler
+from ddpm_kiit.sampling import DDPM_SCHEDULERS, swap_scheduler
 from ddpm_kiit.training.distill import first_teacher, total_train_seconds
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -39,7 +39,7 @@ from common import add_device_argument, call_seconds, machine, resolve_device, r
 RESULTS = Path(__file__).parent / "results"
 # (row label, sampler name of `ddpm_kiit.sampling.SCHEDULERS` or None for the pipeline's own, steps, spacing)
 TEACHER_ROWS = [
-    ("teacher", None, None, None),
+    ("teacher", "kiit", None, None),  # the 300-step ancestral sampler the teachers were trained with
     *[("teacher", "ddim", steps, "trailing") for steps in (10, 20, 50)],
     *[("teacher", "dpm-solver++-sde", steps, "leading") for steps in (10, 20)],
 ]
@@ -170,6 +170,8 @@ def _measure(configs, num_samples: int, dataset: str, seed: int, device) -> list
             swap_scheduler(pipe, sampler)
             if spacing:
                 pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, timestep_spacing=spacing)
+        if steps is None and sampler in DDPM_SCHEDULERS:  # every training timestep, whatever the pipeline's default
+            steps = pipe.scheduler.config.num_train_timesteps
         try:
             report = evaluate_pipeline(pipe, dataset, num_samples, seed=seed, num_inference_steps=steps, cache=cache)
             grid = partial(pipe, batch_size=16, generator=torch.manual_seed(seed), num_inference_steps=steps)

@@ -119,8 +119,9 @@ def main(argv=None):
         swap_scheduler(pipe, name)
         if spacing:
             pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, timestep_spacing=spacing)
-        report = evaluate_pipeline(pipe, dataset, num_samples, seed=args.seed, num_inference_steps=steps, cache=cache)
+        # No step count: every training timestep (the shipped pipeline's own default is its 20-step solver's).
         steps = steps or training_scheduler.config.num_train_timesteps
+        report = evaluate_pipeline(pipe, dataset, num_samples, seed=args.seed, num_inference_steps=steps, cache=cache)
         row = {
             "sampler": name,
             "steps": steps,

@@ -89,6 +89,7 @@ def package_pipeline(
     command_chain: str = "",
     commands_before: str = "",
     default_num_inference_steps: Optional[int] = None,
+    scheduler: Optional[str] = None,
 ) -> Path:
     """For maintainers: puts a pipeline folder that `examples/train.py` (or `ddpm-kiit distill`) wrote into the package
     as the shipped pipeline `name` (a key of `SHIPPED`): the unet (and a text encoder) in half precision (Diffusers'
@@ -99,7 +100,9 @@ def package_pipeline(
     `distill_summary.json`. Checkpoints and logs stay behind. The folder is replaced in one rename.
 
     `default_num_inference_steps` replaces a distilled student's default step count (the count it was trained for)
-    where another was measured better, and says so in its card."""
+    where another was measured better, and says so in its card. `scheduler` (a name in `ddpm_kiit.sampling.SCHEDULERS`,
+    with `default_num_inference_steps`) ships the pipeline with that sampler as its own instead of the one it was
+    trained with, where that one measured better on its weights; the card says so and how to sample with the other."""
     import json
     import shutil
 
@@ -112,12 +115,21 @@ def package_pipeline(
     trained = Path(trained_folder)
     pipe = KiitDDPMPipeline.from_pretrained(trained)
     trained_steps = pipe.config.get("default_num_inference_steps")
-    if default_num_inference_steps is not None:
+    trained_scheduler = type(pipe.scheduler).__name__
+    if scheduler is not None:
+        from ..sampling import swap_scheduler
+
+        if default_num_inference_steps is None:
+            raise ValueError(f"Pass `default_num_inference_steps`, the step count {scheduler!r} was measured at.")
+        swap_scheduler(pipe, scheduler)
+        pipe.register_to_config(default_num_inference_steps=default_num_inference_steps)
+    elif default_num_inference_steps is not None:
         if trained_steps is None:
             raise ValueError(f"{trained} is not a distilled student (no default_num_inference_steps to replace).")
         pipe.register_to_config(default_num_inference_steps=default_num_inference_steps)
     grid = None
-    if default_num_inference_steps not in (None, trained_steps):  # the card's grid shows what the new default draws
+    if scheduler is not None or default_num_inference_steps not in (None, trained_steps):
+        # The card's grid shows what the new default draws.
         import torch
 
         from ..visualize import image_grid
@@ -147,7 +159,7 @@ def package_pipeline(
             before = commands_before.rstrip() + "\n" if commands_before else ""
             after = command_chain.rstrip() + "\n" if command_chain else ""
             card.write_text(text[:start] + before + text[start:end] + after + text[end:], encoding="utf-8")
-        if default_num_inference_steps is not None and default_num_inference_steps != trained_steps:
+        if scheduler is None and default_num_inference_steps not in (None, trained_steps):
             steps = default_num_inference_steps
             text, said = card.read_text(encoding="utf-8"), f"it samples in {trained_steps} steps by default ("
             if said not in text:
@@ -156,4 +168,20 @@ def package_pipeline(
             now += f"{steps}; "
             card.write_text(text.replace(said, now), encoding="utf-8")
         update_card_usage(staging, pipe, f"src/ddpm_kiit/pretrained/{SHIPPED[name]}", variant="fp16")
+        if scheduler is not None:  # after the description, which update_card_usage renders afresh
+            text, usage = card.read_text(encoding="utf-8"), "\n## Usage\n"
+            if usage not in text:
+                raise ValueError(f"The card of {trained} has no Usage section to say its sampler before.")
+            own = type(pipe.scheduler).__name__
+            said = (
+                f"It samples with `{own}` (`{scheduler}` in ddpm-kiit's commands) in {default_num_inference_steps} "
+                f"steps by default: on these weights it measured better than the `{trained_scheduler}` the model was "
+                "trained with (ddpm-kiit's docs/shipped.md has both scores). To sample with that one, `import "
+                f"ddpm_kiit` and set `pipe.scheduler = {trained_scheduler}.from_config(pipe.scheduler.config)` with "
+                f"`num_inference_steps={pipe.scheduler.config.num_train_timesteps}`"
+            )
+            kiit = trained_scheduler == "KiitDDPMScheduler"
+            steps = pipe.scheduler.config.num_train_timesteps
+            said += f" (`--scheduler kiit --steps {steps}` on the command line).\n" if kiit else ".\n"
+            card.write_text(text.replace(usage, f"\n{said}{usage}", 1), encoding="utf-8")
     return Path(str(resources.files(__name__).joinpath(SHIPPED[name])))
