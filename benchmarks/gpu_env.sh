@@ -1,8 +1,8 @@
 # Sourced by the scripts that run on a lent GPU machine (gpu_study.sh, gpu_bench.sh), from the repository root.
 # That machine has torch with CUDA but no network: the wheels it lacks and the built-in datasets' cache travel in
-# .gpu/ (not committed; name it in the device call's `carry`):
+# .gpu/ (not committed; `bash benchmarks/gpu_prepare.sh` builds it here; name it in the device call's `carry`):
 #   .gpu/whl/    diffusers, datasets, dill, multiprocess, fsspec, importlib_metadata wheels for Python 3.12
-#   .gpu/cache/  a copy of ~/.cache/ddpm_kiit/datasets/{mnist-full,emoji,mnist}-v2
+#   .gpu/cache/  the built-in datasets the scripts train on, as ~/.cache/ddpm_kiit/datasets/ holds them
 : "${OUT:?set OUT to the folder that receives the results}"
 ROOT=$(pwd)
 WHEELS=${WHEELS:-.gpu/whl}
