@@ -434,7 +434,7 @@ def test_packaging_can_ship_the_sampler_that_measured_better(tmp_path, monkeypat
     from types import SimpleNamespace
 
     import ddpm_kiit.pretrained as pretrained
-    from ddpm_kiit.hub import write_model_card
+    from ddpm_kiit.hub import update_card_usage, write_model_card
 
     teacher = _teacher(tmp_path / "teacher")
     trained = KiitDDPMPipeline.from_pretrained(teacher)
@@ -458,13 +458,15 @@ def test_packaging_can_ship_the_sampler_that_measured_better(tmp_path, monkeypat
     back = KiitDDPMScheduler.from_config(pipe.scheduler.config)
     trained_config = {k: v for k, v in trained.scheduler.config.items() if not k.startswith("_")}
     assert {k: back.config.get(k) for k in trained_config} == trained_config
+    said = (
+        "## Training It samples with `DPMSolverMultistepScheduler` (`dpm-solver++-sde` in ddpm-kiit's commands) in 3 "
+        "steps by default: on these weights it measured better than the `KiitDDPMScheduler` the model was trained with"
+    )
     card = " ".join((folder / "README.md").read_text().split())
-    assert "driven by `DPMSolverMultistepScheduler`" in card
-    assert (
-        "It samples with `DPMSolverMultistepScheduler` (`dpm-solver++-sde` in ddpm-kiit's commands) in 3 steps by "
-        "default: on these weights it measured better than the `KiitDDPMScheduler` the model was trained with"
-    ) in card
-    assert "`num_inference_steps=40` (`--scheduler kiit --steps 40` on the command line). ## Usage" in card
+    assert "driven by `DPMSolverMultistepScheduler`" in card and said in card
+    assert "`num_inference_steps=40` (`--scheduler kiit --steps 40` on the command line)." in card
+    update_card_usage(folder, pipe)  # what `refresh_saved_folder` does when the package's source changes
+    assert said in " ".join((folder / "README.md").read_text().split())
 
 
 def test_a_grid_of_its_own_splits_the_teachers_steps_between_the_student_steps():

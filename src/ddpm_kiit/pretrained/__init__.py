@@ -167,21 +167,25 @@ def package_pipeline(
             now = f"it samples in {steps} steps by default (trained for {trained_steps}, it measured better at "
             now += f"{steps}; "
             card.write_text(text.replace(said, now), encoding="utf-8")
-        update_card_usage(staging, pipe, f"src/ddpm_kiit/pretrained/{SHIPPED[name]}", variant="fp16")
-        if scheduler is not None:  # after the description, which update_card_usage renders afresh
-            text, usage = card.read_text(encoding="utf-8"), "\n## Usage\n"
-            if usage not in text:
-                raise ValueError(f"The card of {trained} has no Usage section to say its sampler before.")
-            own = type(pipe.scheduler).__name__
-            said = (
-                f"It samples with `{own}` (`{scheduler}` in ddpm-kiit's commands) in {default_num_inference_steps} "
-                f"steps by default: on these weights it measured better than the `{trained_scheduler}` the model was "
-                "trained with (ddpm-kiit's docs/shipped.md has both scores). To sample with that one, `import "
-                f"ddpm_kiit` and set `pipe.scheduler = {trained_scheduler}.from_config(pipe.scheduler.config)` with "
-                f"`num_inference_steps={pipe.scheduler.config.num_train_timesteps}`"
-            )
-            kiit = trained_scheduler == "KiitDDPMScheduler"
+        if scheduler is not None:
+            # In the Training section, beside a student's step count: `update_card_usage` (also run by
+            # `refresh_saved_folder`) renders the description and Usage afresh and keeps this section.
+            text = card.read_text(encoding="utf-8")
+            if section not in text:
+                raise ValueError(f"The card of {trained} has no Training section to say its sampler in.")
             steps = pipe.scheduler.config.num_train_timesteps
-            said += f" (`--scheduler kiit --steps {steps}` on the command line).\n" if kiit else ".\n"
-            card.write_text(text.replace(usage, f"\n{said}{usage}", 1), encoding="utf-8")
+            said = (
+                f"It samples with `{type(pipe.scheduler).__name__}` (`{scheduler}` in ddpm-kiit's commands) in "
+                f"{default_num_inference_steps} steps by default: on these weights it measured better than the "
+                f"`{trained_scheduler}` the model was trained with (ddpm-kiit's docs/shipped.md has both scores). To "
+                f"sample with that one, `import ddpm_kiit` and set `pipe.scheduler = {trained_scheduler}.from_config("
+                f"pipe.scheduler.config)` with `num_inference_steps={steps}`"
+            )
+            said += (
+                f" (`--scheduler kiit --steps {steps}` on the command line)"
+                if trained_scheduler == "KiitDDPMScheduler"
+                else ""
+            )
+            card.write_text(text.replace(section, f"{section}\n{said}.\n", 1), encoding="utf-8")
+        update_card_usage(staging, pipe, f"src/ddpm_kiit/pretrained/{SHIPPED[name]}", variant="fp16")
     return Path(str(resources.files(__name__).joinpath(SHIPPED[name])))
