@@ -39,10 +39,10 @@ train "$WORK/probe" --max_train_steps "$PROBE" || exit 1
 # The whole run in steps that fit $MINUTES at the probe's speed (its first steps include the warm-up, so this
 # errs short), rounded down to a multiple of 600 so that the six checkpoints fall on round steps.
 STEPS=$(python3 -c "
-import json, sys
+import json
 summary = json.load(open('$WORK/probe/train_summary.json'))
-steps = int($MINUTES * 60 * summary['steps'] / summary['train_seconds']) // 600 * 600
-print(12 if '$SMOKE' else max(steps, 600))")
+print(max(int($MINUTES * 60 * summary['steps'] / summary['train_seconds']) // 600 * 600, 600))")
+if [ -n "$SMOKE" ]; then STEPS=12; fi
 EVERY=$((STEPS / 6))
 echo "== train: $STEPS steps, a checkpoint every $EVERY"
 train "$WORK/run" --max_train_steps "$STEPS" --checkpointing_steps "$EVERY" --checkpoints_total_limit 6 || exit 1

@@ -23,14 +23,16 @@ def best_mnist_row(results_path: str) -> str:
     return min(scored, key=lambda r: r["eval"]["scores"]["fid"])["row"] if scored else ""
 
 
+def _save_half(weights: Path, target: Path):
+    save_file({k: v.half() for k, v in load_file(str(weights)).items()}, str(target))
+
+
 def to_fp16(folder: Path):
     for junk in [*folder.glob("checkpoint-*"), folder / "logs", folder / "samples"]:
         shutil.rmtree(junk, ignore_errors=True)
     weights = folder / "unet" / WEIGHTS
     if weights.is_file():
-        save_file(
-            {k: v.half() for k, v in load_file(str(weights)).items()}, str(weights.with_name("fp16.safetensors"))
-        )
+        _save_half(weights, weights.with_name("fp16.safetensors"))
         weights.unlink()
 
 
@@ -47,7 +49,7 @@ def ema_to_fp16(checkpoint: Path):
         if item.name != "unet_ema":
             shutil.rmtree(item) if item.is_dir() else item.unlink()
     weights = checkpoint / "unet_ema" / WEIGHTS
-    save_file({k: v.half() for k, v in load_file(str(weights)).items()}, str(weights))
+    _save_half(weights, weights)
 
 
 if __name__ == "__main__":
