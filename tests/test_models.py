@@ -130,6 +130,35 @@ def test_bad_configs_are_refused(kwargs, message):
         SimpleUNet2DModel(**kwargs)
 
 
+def test_patches_are_folded_into_channels_and_unfolded_again():
+    torch.manual_seed(0)
+    patched = SimpleUNet2DModel(
+        sample_size=32, in_channels=3, out_channels=3, patch_size=2, attention_resolutions=(8,), **SMALL
+    ).eval()
+    # The same network without patches, on the folded 12-channel 16x16 maps, with the same weights.
+    folded = SimpleUNet2DModel(sample_size=16, in_channels=12, out_channels=12, attention_resolutions=(8,), **SMALL)
+    folded.load_state_dict(patched.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    expected = torch.nn.functional.pixel_shuffle(folded.eval()(torch.nn.functional.pixel_unshuffle(x, 2), 7).sample, 2)
+    output = patched(x, 7).sample
+    assert output.shape == (2, 3, 32, 32)
+    assert torch.equal(output, expected)
+
+
+def test_patch_size_sets_the_sizes_the_model_accepts():
+    model = SimpleUNet2DModel(sample_size=32, in_channels=1, out_channels=1, patch_size=2, **SMALL)
+    assert model.downsample_factor == 8  # patches of 2, then two down blocks
+    with pytest.raises(ValueError, match=r"height 28 is not divisible by 8 \(`patch_size` times .*\[24, 32\]"):
+        model(torch.randn(1, 1, 28, 32), 1)
+    with pytest.raises(ValueError, match=r"`sample_size` 36 is not divisible by 8"):
+        SimpleUNet2DModel(sample_size=36, patch_size=2, **SMALL)
+    # Attention resolutions name the folded maps' sizes: 16 and 8 for 32x32 images in patches of 2.
+    with pytest.raises(ValueError, match=r"\[16, 8\] for `sample_size`=32, `patch_size`=2"):
+        SimpleUNet2DModel(sample_size=32, patch_size=2, attention_resolutions=(32,), **SMALL)
+    with pytest.raises(ValueError, match="`patch_size` must be a positive integer, got 0"):
+        SimpleUNet2DModel(patch_size=0, **SMALL)
+
+
 @pytest.mark.parametrize("norm_type", ["batch", "group"])
 def test_save_and_load_is_bit_exact_including_batchnorm_statistics(tmp_path, norm_type):
     model = SimpleUNet2DModel(

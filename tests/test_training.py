@@ -169,6 +169,16 @@ def test_resolution_the_model_cannot_take(tmp_path, capsys):
     )
 
 
+def test_resolution_the_patched_model_cannot_take(tmp_path, capsys):
+    model_config = '{"block_out_channels": [8, 16, 32], "patch_size": 2}'
+    args = tiny_args(tmp_path, "--max_train_steps", "2", "--resolution", "28", "--model_config", model_config)
+    assert train_main(args) == 2
+    assert (
+        "--resolution 28 is not divisible by 8, which this model's 2 down blocks and patches of 2 need; use one of "
+        "[24, 32]" in capsys.readouterr().err
+    )
+
+
 def test_folder_without_images_fails_before_work(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

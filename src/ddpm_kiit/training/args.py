@@ -532,12 +532,15 @@ def _check_pretrained(args: TrainingConfig) -> None:
 
 def _check_resolution(args: TrainingConfig) -> None:
     config = load_model_config(args)
-    factor = 2 ** (len(config.get("block_out_channels", (64, 128, 256, 512, 1024))) - 1)
+    num_down_blocks = len(config.get("block_out_channels", (64, 128, 256, 512, 1024))) - 1
+    patch_size = config.get("patch_size", 1)
+    factor = patch_size * 2**num_down_blocks
     if args.resolution % factor:
         nearest = sorted({max(factor, args.resolution // factor * factor), (args.resolution // factor + 1) * factor})
+        patches = f" and patches of {patch_size}" if patch_size != 1 else ""
         raise ValueError(
             f"--resolution {args.resolution} is not divisible by {factor}, which this model's "
-            f"{factor.bit_length() - 1} down blocks need; use one of {nearest}."
+            f"{num_down_blocks} down blocks{patches} need; use one of {nearest}."
         )
 
 

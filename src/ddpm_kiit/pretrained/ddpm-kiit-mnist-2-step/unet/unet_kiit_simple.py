@@ -390,6 +390,12 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
             blocks at `cross_attention_resolutions` attend to (as in [`~diffusers.UNet2DConditionModel`]).
         cross_attention_resolutions (`Tuple[int]`, *optional*, defaults to `()`):
             Feature-map sizes whose down and up blocks end with cross-attention, beside the bottleneck's.
+        patch_size (`int`, *optional*, defaults to 1):
+            Fold each `patch_size` x `patch_size` patch of pixels into channels before `conv_in`
+            (`torch.nn.functional.pixel_unshuffle`) and unfold the output again (`pixel_shuffle`), so the network runs
+            at `sample_size / patch_size` for about the cost of a model that size: 64x64 images with `patch_size=2`
+            cost what 32x32 ones do without it. The feature-map sizes of `attention_resolutions` and the other
+            `*_resolutions` are then those of the folded maps (32, 16, ... for 64x64 images).
     """
 
     _supports_gradient_checkpointing = False
@@ -419,12 +425,14 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
         num_class_embeds: Optional[int] = None,
         cross_attention_dim: Optional[int] = None,
         cross_attention_resolutions: Tuple[int, ...] = (),
+        patch_size: int = 1,
     ):
         super().__init__()
         self._check_config()
         block_out_channels = tuple(block_out_channels)
         self.time_embedding = SinusoidalTimestepEmbedding(time_embedding_dim, ACT_FNS[act_fn]())
-        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels * patch_size**2, block_out_channels[0], 3, padding=1)
+        sample_size = sample_size // patch_size  # the size the blocks see
 
         if cbam_placement is None and attention_type == "cbam":
             cbam_placement, cbam_max_pool = "main_path", False  # the talk's CBAM: average pooling only
@@ -488,7 +496,7 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
             if skip_conv_in
             else None
         )
-        self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, 1)
+        self.conv_out = nn.Conv2d(block_out_channels[0], out_channels * patch_size**2, 1)
 
     def _check_config(self):
         config = self.config
@@ -513,7 +521,7 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"`attention_placement` must be one of {ATTENTION_PLACEMENTS}, got {config.attention_placement!r}."
             )
-        for name in ("in_channels", "out_channels", "sample_size"):
+        for name in ("in_channels", "out_channels", "sample_size", "patch_size"):
             value = getattr(config, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
@@ -530,10 +538,10 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
                     f"With `norm_type='group'`, every entry of `block_out_channels` must be divisible by "
                     f"`norm_num_groups`={config.norm_num_groups}; {bad} are not. Change the widths or the group count."
                 )
-        down_factor = 2 ** (len(channels) - 1)
+        down_factor = config.patch_size * 2 ** (len(channels) - 1)
         if config.sample_size % down_factor:
             raise ValueError(self._size_message("`sample_size`", config.sample_size, down_factor))
-        resolutions = [config.sample_size // 2**i for i in range(len(channels) - 1)]
+        resolutions = [config.sample_size // config.patch_size // 2**i for i in range(len(channels) - 1)]
         for name in ("attention_resolutions", "cbam_resolutions", "cross_attention_resolutions"):
             values = getattr(config, name)
             if values is None:
@@ -541,7 +549,8 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
             if not isinstance(values, (list, tuple)) or any(v not in resolutions for v in values):
                 raise ValueError(
                     f"`{name}` must list feature-map sizes the blocks of this model run at, {resolutions} for "
-                    f"`sample_size`={config.sample_size} and {len(channels) - 1} down blocks; got {values!r}."
+                    f"`sample_size`={config.sample_size}, `patch_size`={config.patch_size} and {len(channels) - 1} "
+                    f"down blocks; got {values!r}."
                 )
 
         if config.num_class_embeds is not None and (
@@ -562,15 +571,16 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
 
     @property
     def downsample_factor(self) -> int:
-        """How much the down blocks shrink an image; height and width must be multiples of it."""
-        return 2 ** len(self.down_blocks)
+        """How much the patches and down blocks shrink an image; height and width must be multiples of it."""
+        return self.config.patch_size * 2 ** len(self.down_blocks)
 
     @staticmethod
     def _size_message(what: str, size: int, factor: int) -> str:
         lower, upper = (size // factor) * factor, (size // factor + 1) * factor
         nearest = [s for s in (lower, upper) if s > 0]
         return (
-            f"{what} {size} is not divisible by {factor} (2 to the power of the number of down blocks). "
+            f"{what} {size} is not divisible by {factor} (`patch_size` times 2 to the power of the number of down "
+            f"blocks). "
             f"The nearest valid sizes are {nearest}; pad or resize the images (28x28 digits are padded to 32 by "
             f"`ddpm_kiit.data`), or use fewer `block_out_channels`."
         )
@@ -689,6 +699,8 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
         self._check_context(encoder_hidden_states, batch)
         context = (encoder_hidden_states, encoder_attention_mask)
 
+        if self.config.patch_size > 1:
+            sample = F.pixel_unshuffle(sample, self.config.patch_size)
         hidden_states = self.conv_in(sample)
         full_resolution = hidden_states
         skips = []
@@ -709,6 +721,8 @@ class SimpleUNet2DModel(ModelMixin, ConfigMixin):
         if self.out_block is not None:
             hidden_states = self.out_block(torch.cat([hidden_states, full_resolution], dim=1), temb, *context)
         output = self.conv_out(hidden_states)
+        if self.config.patch_size > 1:
+            output = F.pixel_shuffle(output, self.config.patch_size)
 
         if not return_dict:
             return (output,)
