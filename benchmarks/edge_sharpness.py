@@ -7,8 +7,8 @@ Each PIPELINE (a shipped name such as `emoji`, or a folder) draws `--num-samples
 `ddpm-kiit evaluate` seeds them, with `--scheduler` in `--steps` steps. Images smaller than `--resolution` are
 enlarged bilinearly, as a browser shows a small image at a larger size. The score is the share of neighbouring pixel
 pairs (across and down) whose colours differ by more than 0.25 of the range in some channel: a sharp edge is one such
-jump, and blurring spreads it over several small steps that stay under the threshold (the total variation, by
-contrast, stays the same under blur). The held-out emoji at `--resolution` are the yardstick; each pipeline's share
+jump, and blurring spreads it over several small steps that stay under the threshold
+(`ddpm_kiit.evaluation.edge_share`). The held-out emoji at `--resolution` are the yardstick; each pipeline's share
 is printed beside theirs and as a ratio. `--grid` writes a picture: a row of real emoji, then a row per pipeline.
 `--quick` scores four samples of two steps from the shipped `emoji` (the smoke test; it writes nothing).
 """
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from diffusers.utils import make_image_grid
 
 from ddpm_kiit import KiitDDPMPipeline
+from ddpm_kiit.evaluation import edge_share
 from ddpm_kiit.evaluation.evaluate import generate_samples, reference_images
 from ddpm_kiit.images import tensor_to_pil
 from ddpm_kiit.pretrained import shipped_pipelines
@@ -31,18 +32,7 @@ from ddpm_kiit.sampling import SCHEDULERS, swap_scheduler
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
-JUMP = 0.25  # a step between neighbours larger than this share of the range counts as an edge
 GRID_COLUMNS = 8
-
-
-def edge_share(images: torch.Tensor) -> float:
-    """The share of horizontally and vertically neighbouring pixel pairs of `(n, C, H, W)` images in [-1, 1] whose
-    largest channel difference exceeds `JUMP` of the [0, 1] range."""
-    images = (images.float() + 1) / 2
-    across = (images[..., :, 1:] - images[..., :, :-1]).abs().amax(dim=1)
-    down = (images[..., 1:, :] - images[..., :-1, :]).abs().amax(dim=1)
-    jumps = (across > JUMP).sum() + (down > JUMP).sum()
-    return jumps.item() / (across.numel() + down.numel())
 
 
 def at_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -80,7 +70,7 @@ def main(argv=None) -> int:
         "machine": machine(torch.device("cpu")),
         "num_samples": len(real),
         "resolution": args.resolution,
-        "jump": JUMP,
+        "jump": 0.25,
         "scheduler": args.scheduler,
         "steps": args.steps,
         "real": real_share,

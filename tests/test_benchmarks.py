@@ -42,12 +42,15 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
                 reason="the built-in emoji need fonts-noto-color-emoji and unicode-data (apt)",
             ),
         ),
-        pytest.param(
-            "edge_sharpness.py",
-            marks=pytest.mark.skipif(
-                not NOTO_EMOJI_FONT.is_file(), reason="the built-in emoji need fonts-noto-color-emoji (apt)"
-            ),
-        ),
+        *[
+            pytest.param(
+                script,
+                marks=pytest.mark.skipif(
+                    not NOTO_EMOJI_FONT.is_file(), reason="the built-in emoji need fonts-noto-color-emoji (apt)"
+                ),
+            )
+            for script in ("edge_sharpness.py", "patch_speed.py")
+        ],
     ],
 )
 def test_benchmark_runs_in_quick_mode(script, monkeypatch, capsys):

@@ -5,6 +5,7 @@ import torch
 
 from ddpm_kiit.evaluation import (
     copy_fraction,
+    edge_share,
     frechet_distance,
     kernel_inception_distance,
     load_classifier,
@@ -76,6 +77,22 @@ def test_precision_recall_and_copy_check_on_toy_sets():
     assert scores["precision"] == 0.0 and scores["recall"] == 0.0
     assert copy_fraction(real, real[:50] + 1e-6) == 1.0
     assert copy_fraction(real, far) == 0.0
+
+
+def test_edge_share_counts_jumps_between_neighbours_not_gentle_slopes():
+    step = -torch.ones(1, 1, 8, 8)
+    step[..., 4:] = 1  # one jump in each of the 8 rows; 8 * 7 pairs across and as many down
+    assert edge_share(step) == 8 / (2 * 8 * 7)
+    # The same rise from black to white spread over five steps of 0.2 (blur): no pair jumps by more than 0.25.
+    ramp = torch.linspace(-1, 1, 6).repeat(1, 1, 6, 1)
+    assert edge_share(ramp) == 0.0
+    assert edge_share(ramp, jump=0.1) == (6 * 5) / (2 * 6 * 5)  # every pair across, none down
+    # A jump in one colour channel is an edge, however flat the others are.
+    colour = torch.zeros(2, 3, 8, 8)
+    colour[:, 1, 4:] = 1  # green jumps by half the range down the middle, in each of the 8 columns
+    assert edge_share(colour) == 8 / (2 * 8 * 7)
+    with pytest.raises(ValueError, match=r"\(n, channels, height, width\)"):
+        edge_share(torch.zeros(8, 8))
 
 
 def test_bad_feature_shapes_are_refused():

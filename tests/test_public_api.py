@@ -32,7 +32,7 @@ EARLIER_NAMES = {
         "label_width", "labelled", "write_image_atomically",
     ],
     "ddpm_kiit.evaluation": [
-        "DigitClassifier", "InceptionFeatures", "copy_fraction", "evaluate_pipeline", "format_report",
+        "DigitClassifier", "InceptionFeatures", "copy_fraction", "edge_share", "evaluate_pipeline", "format_report",
         "frechet_distance", "kernel_inception_distance", "load_classifier", "precision_recall", "real_floor",
         "score_samples",
     ],

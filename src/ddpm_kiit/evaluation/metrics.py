@@ -1,9 +1,10 @@
-"""Sample-quality metrics on feature vectors: FID, KID, k-NN precision and recall, and a copy check.
+"""Sample-quality metrics on feature vectors: FID, KID, k-NN precision and recall, and a copy check; and one on
+pixels, `edge_share`, for how sharp drawn edges are.
 
-All functions take two `(n, d)` feature tensors and compute in float64. They are written here rather than taken from
-torchmetrics because torchmetrics' image metrics default to an Inception network that needs torchvision (which does
-not import beside the CPU torch this project pins), and because precision/recall and the copy check are not in it.
-`tests/test_evaluation.py` checks FID against torchmetrics on the same features.
+The feature metrics take two `(n, d)` feature tensors and compute in float64. They are written here rather than
+taken from torchmetrics because torchmetrics' image metrics default to an Inception network that needs torchvision
+(which does not import beside the CPU torch this project pins), and because precision/recall and the copy check are
+not in it. `tests/test_evaluation.py` checks FID against torchmetrics on the same features.
 """
 
 from typing import Dict
@@ -89,3 +90,17 @@ def copy_fraction(train: torch.Tensor, fake: torch.Tensor) -> float:
     nearest_train_gap = _kth_neighbour_radius(train, 1)
     distances, index = torch.cdist(fake, train).min(dim=1)
     return float((distances < nearest_train_gap[index]).double().mean())
+
+
+def edge_share(images: torch.Tensor, jump: float = 0.25) -> float:
+    """The share of horizontally and vertically neighbouring pixel pairs of `(n, C, H, W)` images in [-1, 1] whose
+    largest channel difference exceeds `jump` of the [0, 1] range. A sharp edge is one such jump; blur spreads it over
+    several smaller steps under the threshold, so soft images score low (total variation would not tell: it stays
+    the same under blur). Compare images at one resolution: enlarging an image spreads its jumps too."""
+    if images.ndim != 4:
+        raise ValueError(f"`images` must be (n, channels, height, width), got shape {tuple(images.shape)}.")
+    images = (images.double() + 1) / 2
+    across = (images[..., :, 1:] - images[..., :, :-1]).abs().amax(dim=1)
+    down = (images[..., 1:, :] - images[..., :-1, :]).abs().amax(dim=1)
+    jumps = (across > jump).sum() + (down > jump).sum()
+    return jumps.item() / (across.numel() + down.numel())
