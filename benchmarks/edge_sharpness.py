@@ -45,7 +45,8 @@ def load(name: str) -> KiitDDPMPipeline:
     folder = shipped_pipelines().get(name, name)
     if not Path(folder).is_dir():
         raise ValueError(f"{name!r} is neither a shipped pipeline ({sorted(shipped_pipelines())}) nor a folder.")
-    return KiitDDPMPipeline.from_pretrained(folder, variant="fp16" if name in shipped_pipelines() else None)
+    half = any((Path(folder) / "unet").glob("*.fp16.safetensors"))  # shipped folders hold only the fp16 variant
+    return KiitDDPMPipeline.from_pretrained(folder, variant="fp16" if half else None)
 
 
 def main(argv=None) -> int:
