@@ -22,31 +22,23 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils import make_image_grid
 
-from ddpm_kiit import KiitDDPMPipeline
 from ddpm_kiit.evaluation import edge_share
 from ddpm_kiit.evaluation.evaluate import generate_samples, reference_images
 from ddpm_kiit.images import tensor_to_pil
-from ddpm_kiit.pretrained import shipped_pipelines
-from ddpm_kiit.sampling import SCHEDULERS, swap_scheduler
+from ddpm_kiit.pretrained import resolve_pipeline
+from ddpm_kiit.sampling import SCHEDULERS, load_pipeline, swap_scheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
 GRID_COLUMNS = 8
+JUMP = 0.25  # edge_share's threshold, recorded with the results
 
 
 def at_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
     if images.shape[-1] == resolution:
         return images
     return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False).clamp(-1, 1)
-
-
-def load(name: str) -> KiitDDPMPipeline:
-    folder = shipped_pipelines().get(name, name)
-    if not Path(folder).is_dir():
-        raise ValueError(f"{name!r} is neither a shipped pipeline ({sorted(shipped_pipelines())}) nor a folder.")
-    half = any((Path(folder) / "unet").glob("*.fp16.safetensors"))  # shipped folders hold only the fp16 variant
-    return KiitDDPMPipeline.from_pretrained(folder, variant="fp16" if half else None)
 
 
 def main(argv=None) -> int:
@@ -66,12 +58,12 @@ def main(argv=None) -> int:
 
     real = reference_images("emoji", "test", 3, args.resolution)
     real = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(args.seed))[: args.num_samples]]
-    real_share = edge_share(real)
+    real_share = edge_share(real, JUMP)
     results = {
         "machine": machine(torch.device("cpu")),
         "num_samples": len(real),
         "resolution": args.resolution,
-        "jump": 0.25,
+        "jump": JUMP,
         "scheduler": args.scheduler,
         "steps": args.steps,
         "real": real_share,
@@ -80,11 +72,11 @@ def main(argv=None) -> int:
     print(f"held-out emoji at {args.resolution}x{args.resolution}: {real_share:.4f} of neighbour pairs are edges")
     rows = [real[:GRID_COLUMNS]]
     for name in args.pipelines:
-        pipe = swap_scheduler(load(name), args.scheduler)
+        pipe = swap_scheduler(load_pipeline(resolve_pipeline(name)), args.scheduler)
         images = generate_samples(pipe, args.num_samples, seed=args.seed, num_inference_steps=args.steps)
         drawn_at = images.shape[-1]
         images = at_resolution(images, args.resolution)
-        share = edge_share(images)
+        share = edge_share(images, JUMP)
         results["pipelines"][name] = {"drawn_at": drawn_at, "edges": share, "ratio_to_real": share / real_share}
         rows.append(images[:GRID_COLUMNS])
         print(f"{name} (drawn at {drawn_at}x{drawn_at}): {share:.4f}, {share / real_share:.2f}x the real emoji's")
